@@ -1,0 +1,1 @@
+"""Adapters to host libraries (torchattacks, Foolbox, ART, AutoAttack); each imports its host lazily."""

@@ -1,0 +1,272 @@
+"""Validation and the pieces every attack shares: the objective, targets, callbacks."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..losses import Loss, accepts_source_labels, get_loss, logit_margin
+
+Model = Callable[[Tensor], Tensor]
+EpsLike = Union[float, Tensor]
+Bounds = Optional[Sequence[float]]
+
+_NORM_NAMES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2", "l_2": "l2"}
+NORM_CHOICES = "'linf' (also 'Linf', 'inf', float('inf')) or 'l2' (also 'L2', 2)"
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What an attack reports to ``callback`` after each gradient evaluation.
+
+    All tensors have shape (B,) over the whole attacked batch and are detached; reading them is
+    the caller's choice (the attack itself never synchronises with the host to build them).
+
+    Attributes
+    ----------
+    iteration : int
+        0-based index of the gradient evaluation within the current run.
+    restart : int
+        0-based restart index.
+    target : int or None
+        For multi-targeted attacks, which of the top-k other classes is being targeted.
+    loss : Tensor
+        Loss value at the evaluated point (larger = more adversarial).
+    margin : Tensor
+        ``Z = z_y - max_{i != y} z_i`` for the labels the caller passed (true labels, or the target
+        labels of a targeted attack), at the evaluated point (MIFPE paper, Fig. 8).
+    success : Tensor
+        Whether an adversarial example has been found for the sample so far.
+    """
+
+    iteration: int
+    restart: int
+    target: Optional[int]
+    loss: Tensor
+    margin: Tensor
+    success: Tensor
+
+
+Callback = Callable[[StepInfo], None]
+
+
+def resolve_norm(norm: Union[str, float, int]) -> str:
+    if isinstance(norm, bool):
+        raise ValueError(f"norm must be {NORM_CHOICES}, got {norm!r}")
+    if isinstance(norm, (int, float)):
+        if math.isinf(norm) and norm > 0:
+            return "linf"
+        if norm == 2:
+            return "l2"
+    elif isinstance(norm, str) and norm.strip().lower() in _NORM_NAMES:
+        return _NORM_NAMES[norm.strip().lower()]
+    raise ValueError(f"norm must be {NORM_CHOICES}, got {norm!r}")
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_bounds(bounds: Bounds) -> Optional[tuple[float, float]]:
+    if bounds is None:
+        return None
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be (low, high) or None, got {bounds!r}") from None
+    if not low < high:
+        raise ValueError(f"bounds must satisfy low < high, got {bounds!r}")
+    return low, high
+
+
+def check_eps(eps: EpsLike, inputs: Tensor, name: str = "eps") -> Tensor:
+    """Return a per-sample (B,) tensor in the inputs' dtype and device."""
+    batch = inputs.shape[0]
+    if isinstance(eps, Tensor):
+        values = eps.detach()
+        if values.dim() == 0:
+            values = values.expand(batch)
+        elif values.shape != (batch,):
+            raise ValueError(f"{name} must be a number, a 0-dim tensor or shape ({batch},), got {tuple(eps.shape)}")
+    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
+        values = torch.full((batch,), float(eps))
+    else:
+        raise TypeError(f"{name} must be a number or a tensor, got {type(eps).__name__}")
+    if bool(torch.isnan(values).any()) or bool((values < 0).any()) or bool(torch.isinf(values).any()):
+        raise ValueError(f"{name} must be finite and >= 0, got {eps!r}")
+    return values.to(device=inputs.device, dtype=inputs.dtype).contiguous()
+
+
+def check_inputs(inputs: Tensor, bounds: Optional[tuple[float, float]]) -> None:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if not inputs.dtype.is_floating_point:
+        raise ValueError(f"inputs must have a floating dtype, got {inputs.dtype}")
+    if inputs.dim() < 2:
+        raise ValueError(f"inputs must have shape (batch, ...), got {tuple(inputs.shape)}")
+    if inputs.numel() == 0:
+        return
+    if bool(torch.isnan(inputs).any()):
+        raise ValueError("inputs contain NaN")
+    if bounds is not None and (bool((inputs < bounds[0]).any()) or bool((inputs > bounds[1]).any())):
+        lo, hi = float(inputs.min()), float(inputs.max())
+        raise ValueError(
+            f"inputs lie outside bounds={bounds}: their range is [{lo:g}, {hi:g}]. Pass the bounds "
+            "of your input space (e.g. bounds=(-2.5, 2.6) for normalised inputs) or bounds=None"
+        )
+
+
+def check_labels(labels: Tensor, inputs: Tensor, name: str = "labels") -> Tensor:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    if labels.shape != inputs.shape[:1]:
+        raise ValueError(f"{name} must have shape ({inputs.shape[0]},), got {tuple(labels.shape)}")
+    return labels.to(device=inputs.device, dtype=torch.long)
+
+
+def check_label_range(labels: Tensor, num_classes: int, name: str = "labels") -> None:
+    if labels.numel() and (bool((labels < 0).any()) or bool((labels >= num_classes).any())):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes - 1}] for a model with {num_classes} outputs, "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
+
+
+def check_logits(logits: Tensor, batch: int) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"model must return logits of shape ({batch}, classes), got {shape}")
+    if logits.shape[1] < 2:
+        raise ValueError(f"model must return at least 2 logits per sample, got {logits.shape[1]}")
+    if not logits.dtype.is_floating_point:
+        raise ValueError(f"model must return floating-point logits, got {logits.dtype}")
+    looks_like_probs = (
+        bool((logits >= 0).all())
+        and bool((logits <= 1).all())
+        and bool(((logits.sum(dim=1) - 1).abs() < 1e-3).all())
+    )
+    if looks_like_probs:
+        warnings.warn(
+            "the model's outputs are in [0, 1] and sum to 1: they look like probabilities. "
+            "The attacks and losses here expect logits (remove the final softmax); on "
+            "probabilities cross-entropy and MIFPE are computed on the wrong quantity.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def resolve_generator(generator: Optional[torch.Generator], device: torch.device) -> torch.Generator:
+    """The caller's generator, or a fresh one seeded with 0 (never the global RNG)."""
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        return generator
+    fresh = torch.Generator(device=device)
+    fresh.manual_seed(0)
+    return fresh
+
+
+class Objective:
+    """Loss, gradient and success test of one attack run on a batch."""
+
+    def __init__(
+        self,
+        model: Model,
+        loss: Loss,
+        loss_labels: Tensor,
+        *,
+        targeted: bool,
+        true_labels: Optional[Tensor],
+        report_labels: Tensor,
+    ) -> None:
+        self.model = model
+        self.loss = loss
+        self.loss_labels = loss_labels
+        self.targeted = targeted
+        self.report_labels = report_labels
+        self.extra = {}
+        if targeted and true_labels is not None and accepts_source_labels(loss):
+            self.extra["source_labels"] = true_labels
+        # Success: a targeted run without known true labels must hit its target; otherwise any
+        # class other than the true one will do (untargeted and multi-targeted attacks).
+        self._true = true_labels
+        self._target = loss_labels if targeted and true_labels is None else None
+
+    def success(self, logits: Tensor) -> Tensor:
+        pred = logits.argmax(dim=1)
+        return pred == self._target if self._target is not None else pred != self._true
+
+    def margin(self, logits: Tensor) -> Tensor:
+        return logit_margin(logits, self.report_labels)
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return (per-sample loss, input gradient, logits), all detached."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(x)
+            loss = self.loss(logits, self.loss_labels, targeted=self.targeted, **self.extra)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad, logits.detach()
+
+
+@dataclass
+class Batch:
+    """A validated batch: inputs, labels, per-sample eps, bounds, clean logits, bound loss."""
+
+    inputs: Tensor
+    labels: Tensor
+    eps: Tensor
+    bounds: Optional[tuple[float, float]]
+    clean_logits: Tensor
+    loss: Loss
+
+
+def prepare(
+    model: Model,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    eps: EpsLike,
+    bounds: Bounds,
+    loss: Union[str, Loss],
+    targeted: bool,
+) -> Optional[Batch]:
+    """Validate everything up front; ``None`` for an empty batch."""
+    bounds_t = check_bounds(bounds)
+    check_inputs(inputs, bounds_t)
+    labels = check_labels(labels, inputs)
+    eps_t = check_eps(eps, inputs)
+    loss_fn = get_loss(loss)
+    if inputs.shape[0] == 0:
+        return None
+    x0 = inputs.detach()
+    with torch.no_grad():
+        clean_logits = model(x0)
+    check_logits(clean_logits, x0.shape[0])
+    check_label_range(labels, clean_logits.shape[1])
+    bind = getattr(loss_fn, "bind", None)
+    if bind is not None:
+        loss_fn = bind(model, x0, labels)
+    # One evaluation on the clean logits surfaces a loss's own errors (e.g. DLR with K < 3)
+    # before any work is done.
+    loss_fn(clean_logits, labels, targeted=targeted)
+    return Batch(x0, labels, eps_t, bounds_t, clean_logits.detach(), loss_fn)
+
+
+def top_other_classes(logits: Tensor, labels: Tensor, count: int) -> Tensor:
+    """The ``count`` highest-scoring classes other than ``labels``, shape (B, count)."""
+    num_classes = logits.shape[1]
+    if not 1 <= count <= num_classes - 1:
+        raise ValueError(f"target_classes must be in [1, {num_classes - 1}] for {num_classes} classes, got {count}")
+    masked = logits.scatter(1, labels[:, None], float("-inf"))
+    return masked.topk(count, dim=1).indices
+

@@ -1,0 +1,271 @@
+"""Projected gradient descent with the MIFPE paper's protocol, and FGSM as its one-step case."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..losses import Loss
+from ._common import (
+    Batch,
+    Bounds,
+    Callback,
+    EpsLike,
+    Model,
+    Objective,
+    StepInfo,
+    check_eps,
+    check_positive_int,
+    prepare,
+    resolve_generator,
+    resolve_norm,
+    top_other_classes,
+)
+from ._steps import Ball
+
+__all__ = ["pgd", "fgsm"]
+
+Schedule = Literal["linear", "constant"]
+
+
+def pgd(
+    model: Model,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    eps: EpsLike,
+    norm: Union[str, float] = "linf",
+    steps: int = 100,
+    step_size: Optional[EpsLike] = None,
+    schedule: Schedule = "linear",
+    momentum: Optional[float] = 0.75,
+    loss: Union[str, Loss] = "mifpe",
+    targeted: bool = False,
+    target_classes: Optional[int] = None,
+    restarts: int = 1,
+    random_start: bool = True,
+    bounds: Bounds = (0.0, 1.0),
+    generator: Optional[torch.Generator] = None,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """Projected gradient ascent on a per-sample loss; defaults follow the MIFPE paper's Table 1.
+
+    Protocol (MIFPE paper, Sec. 5): 100 steps, step size ``2 eps (1 - i / I)`` at step ``i`` of
+    ``I``, APGD-style momentum 0.75, one start from a uniform point of the ball, the first
+    successful adversarial example of each sample kept, and only not-yet-fooled samples move.
+
+    Parameters
+    ----------
+    model : callable
+        Maps inputs (B, ...) to logits (B, K). Used as given (call ``model.eval()`` first); its
+        parameters' ``.grad`` and its mode are never touched.
+    inputs : Tensor
+        Clean inputs (B, ...), any floating dtype; the attack runs in that dtype.
+    labels : Tensor
+        True classes (B,), or the target classes when ``targeted=True``.
+    eps : float or Tensor
+        Radius of the threat model, a number or per-sample (B,).
+    norm : {"linf", "l2"}
+        Threat model.
+    steps : int
+        Number of gradient evaluations per run (``I``).
+    step_size : float or Tensor, optional
+        Base step size. With ``schedule="linear"`` the step at iteration ``i`` is
+        ``step_size * (1 - i / I)`` (default ``2 eps``); with ``"constant"`` it is ``step_size``
+        (default ``2.5 eps / I``, Madry et al.).
+    schedule : {"linear", "constant"}
+        Step-size schedule (the paper's Table 3 ablates it).
+    momentum : float or None
+        ``alpha`` of APGD's update ``x <- P(x + alpha (z - x) + (1 - alpha)(x - x_prev))``;
+        0.75 in the paper, ``None`` for plain PGD.
+    loss : str or Loss
+        A name for :func:`mifpe_plugins.losses.get_loss` or a callable
+        ``loss(logits, labels, *, targeted=False) -> (B,)``. Default ``"mifpe"`` (eq. 7 / eq. 8).
+    targeted : bool
+        ``labels`` are targets; success means predicting the target.
+    target_classes : int, optional
+        Multi-targeted attack: run a targeted attack against each of the ``target_classes``
+        highest-scoring wrong classes in turn (each with ``steps`` steps and ``restarts`` runs);
+        success is any misclassification. Only with ``targeted=False``.
+    restarts : int
+        Number of runs; later runs only move samples not fooled yet. Needs ``random_start``.
+    random_start : bool
+        Start from a uniform point of the ball (MIFPE paper, Sec. 2) instead of the clean input.
+    bounds : (float, float) or None
+        Valid input range; inputs outside it are an error.
+    generator : torch.Generator, optional
+        Source of randomness; a fresh generator seeded with 0 when omitted (the global RNG is
+        never used).
+    callback : callable, optional
+        Called with a :class:`StepInfo` after every gradient evaluation.
+
+    Returns
+    -------
+    Tensor
+        Adversarial inputs, same shape, dtype and device as ``inputs``. For samples never fooled,
+        the point of highest loss found.
+    """
+    norm_name = resolve_norm(norm)
+    check_positive_int(steps, "steps")
+    check_positive_int(restarts, "restarts")
+    if schedule not in ("linear", "constant"):
+        raise ValueError(f"schedule must be 'linear' or 'constant', got {schedule!r}")
+    if momentum is not None and not 0 < momentum <= 1:
+        raise ValueError(f"momentum must be in (0, 1] or None, got {momentum!r}")
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 repeats the same run unless random_start=True")
+    if target_classes is not None:
+        if targeted:
+            raise ValueError("target_classes (multi-targeted) needs targeted=False: labels are the true classes")
+        check_positive_int(target_classes, "target_classes")
+    batch = prepare(
+        model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
+        targeted=targeted or target_classes is not None,
+    )
+    if batch is None:
+        return inputs.detach().clone()
+    if step_size is None:
+        base_step = 2.0 * batch.eps if schedule == "linear" else 2.5 * batch.eps / steps
+    else:
+        base_step = check_eps(step_size, batch.inputs, name="step_size")
+    runner = _PGDRunner(
+        model, batch, norm=norm_name, steps=steps, base_step=base_step, schedule=schedule,
+        momentum=momentum, restarts=restarts, random_start=random_start,
+        generator=resolve_generator(generator, batch.inputs.device), callback=callback,
+    )
+    return runner.run(targeted=targeted, target_classes=target_classes)
+
+
+def fgsm(
+    model: Model,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    eps: EpsLike,
+    norm: Union[str, float] = "linf",
+    step_size: Optional[EpsLike] = None,
+    loss: Union[str, Loss] = "mifpe",
+    targeted: bool = False,
+    random_start: bool = False,
+    bounds: Bounds = (0.0, 1.0),
+    generator: Optional[torch.Generator] = None,
+    callback: Optional[Callback] = None,
+) -> Tensor:
+    """Fast gradient (sign) method: one step of size ``step_size`` (default ``eps``), projected.
+
+    ``x' = P(x + eps * sign(grad))`` for L-inf, ``x' = P(x + eps * grad / ||grad||_2)`` for L2, with
+    any loss: ``loss="mifpe"`` is MIFPE-FGSM (MIFPE paper, Table 2), ``loss="njs"``/``"hns"`` is
+    FGSM++ (PGD++ paper). Samples already misclassified (untargeted) are returned unchanged.
+    Parameters as in :func:`pgd`.
+    """
+    return pgd(
+        model, inputs, labels, eps=eps, norm=norm, steps=1,
+        step_size=eps if step_size is None else step_size, schedule="constant", momentum=None,
+        loss=loss, targeted=targeted, restarts=1, random_start=random_start, bounds=bounds,
+        generator=generator, callback=callback,
+    )
+
+
+class _PGDRunner:
+    def __init__(
+        self,
+        model: Model,
+        batch: Batch,
+        *,
+        norm: str,
+        steps: int,
+        base_step: Tensor,
+        schedule: Schedule,
+        momentum: Optional[float],
+        restarts: int,
+        random_start: bool,
+        generator: torch.Generator,
+        callback: Optional[Callback],
+    ) -> None:
+        self.model = model
+        self.batch = batch
+        self.ball = Ball(norm, batch.inputs, batch.eps, batch.bounds)
+        self.steps = steps
+        self.base_step = base_step
+        self.schedule = schedule
+        self.momentum = momentum
+        self.restarts = restarts
+        self.random_start = random_start
+        self.generator = generator
+        self.callback = callback
+
+    def run(self, *, targeted: bool, target_classes: Optional[int]) -> Tensor:
+        b = self.batch
+        x0 = b.inputs
+        best_adv = x0.clone()
+        found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+        best_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
+        state = [best_adv, found, best_loss]
+        if target_classes is None:
+            objective = Objective(
+                self.model, b.loss, b.labels, targeted=targeted,
+                true_labels=None if targeted else b.labels, report_labels=b.labels,
+            )
+            found.copy_(objective.success(b.clean_logits))
+            for restart in range(self.restarts):
+                self._run_once(objective, state, restart=restart, target=None)
+        else:
+            found.copy_(b.clean_logits.argmax(dim=1) != b.labels)
+            targets = top_other_classes(b.clean_logits, b.labels, target_classes)
+            for index in range(target_classes):
+                objective = Objective(
+                    self.model, b.loss, targets[:, index], targeted=True,
+                    true_labels=b.labels, report_labels=b.labels,
+                )
+                for restart in range(self.restarts):
+                    self._run_once(objective, state, restart=restart, target=index)
+        return state[0]
+
+    def _step_sizes(self, iteration: int) -> Tensor:
+        if self.schedule == "linear":
+            return self.base_step * (1.0 - iteration / self.steps)
+        return self.base_step
+
+    def _run_once(self, objective: Objective, state: list, *, restart: int, target: Optional[int]) -> None:
+        best_adv, found, best_loss = state
+        ball = self.ball
+        x = ball.random_start(self.generator) if self.random_start else ball.center
+        # Samples fooled before this run starts stay where they are.
+        x = torch.where(ball.per_sample(found), best_adv, x)
+        x_prev = x
+        for iteration in range(self.steps):
+            loss, grad, logits = objective(x)
+            self._record(objective, x, loss, logits, state)
+            if self.callback is not None:
+                self._report(objective, iteration, restart, target, loss, logits, found)
+            step = ball.per_sample(self._step_sizes(iteration))
+            candidate = ball.project(x + step * ball.direction(grad))
+            if self.momentum is not None and iteration > 0:
+                a = self.momentum
+                candidate = ball.project(x + a * (candidate - x) + (1 - a) * (x - x_prev))
+            x_prev = x
+            x = torch.where(ball.per_sample(found), x, candidate)
+        with torch.no_grad():
+            logits = self.model(x)
+            loss = objective.loss(logits, objective.loss_labels, targeted=objective.targeted, **objective.extra)
+        self._record(objective, x, loss, logits, state)
+
+    @staticmethod
+    def _record(objective: Objective, x: Tensor, loss: Tensor, logits: Tensor, state: list) -> None:
+        best_adv, found, best_loss = state
+        view = (-1,) + (1,) * (x.dim() - 1)
+        newly = objective.success(logits) & ~found
+        improved = ~found & (loss > best_loss)
+        best_adv.copy_(torch.where((newly | improved).view(view), x, best_adv))
+        best_loss.copy_(torch.where(improved, loss, best_loss))
+        found.logical_or_(newly)
+
+    def _report(self, objective, iteration, restart, target, loss, logits, found) -> None:
+        self.callback(
+            StepInfo(
+                iteration=iteration, restart=restart, target=target, loss=loss,
+                margin=objective.margin(logits), success=found.clone(),
+            )
+        )

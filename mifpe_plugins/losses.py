@@ -1,0 +1,379 @@
+"""Per-sample attack losses on logits.
+
+Every loss here has one signature and one sign::
+
+    loss(logits, labels, *, targeted=False) -> Tensor of shape (B,)
+
+and *larger is more adversarial*: untargeted losses grow as the true class loses, targeted
+losses (``labels`` are then the target classes) grow as the target class wins. The attacks in
+:mod:`mifpe_plugins.attacks` ascend whatever loss they are given.
+
+The MIFPE loss and every temperature-scaling variant (FT-PGD, FNZ-PGD, PGD++) are the same thing:
+cross-entropy on ``beta * z`` with a different rule for ``beta``. :func:`tempered` is that one
+primitive; :func:`mifpe_loss` and :func:`fnz_loss` are rules for it.
+
+References
+----------
+MIFPE : Yu et al., "Minimize the impact of floating-point errors", CVPR 2023 (eq. 3, 4, 7, 8).
+PGD++ : Mustafa et al., "Towards understanding and improving the gradient-based attack on binarized
+    networks / Improved gradient based adversarial attacks for quantized networks", AAAI 2022.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Optional, Protocol, Union, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .numerics import underflow_threshold
+
+__all__ = [
+    "Loss",
+    "BetaRule",
+    "logit_margin",
+    "top_margin",
+    "ce_loss",
+    "cw_loss",
+    "dlr_loss",
+    "mifpe_beta",
+    "mifpe_loss",
+    "fnz_beta",
+    "fnz_loss",
+    "tempered",
+    "Tempered",
+    "get_loss",
+    "LOSS_NAMES",
+]
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """A per-sample attack loss: ``loss(logits, labels, *, targeted=False) -> (B,)``."""
+
+    def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False) -> Tensor: ...
+
+
+#: A rule that maps detached logits (and labels) to a per-sample temperature ``beta`` of shape (B,).
+BetaRule = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_logits(logits: Tensor, labels: Tensor, *, min_classes: int = 2, name: str = "loss") -> None:
+    if logits.dim() != 2:
+        raise ValueError(f"{name}: logits must have shape (batch, classes), got {tuple(logits.shape)}")
+    if logits.shape[1] < min_classes:
+        raise ValueError(
+            f"{name}: needs at least {min_classes} classes (logits.shape[1] >= {min_classes}), "
+            f"got {logits.shape[1]}"
+        )
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(
+            f"{name}: labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}"
+        )
+
+
+def _label_logit_and_best_other(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Return ``z_y`` and ``max_{i != y} z_i`` per sample (no Python loop, no host sync)."""
+    z_y = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return z_y, others.amax(dim=1)
+
+
+def logit_margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """Margin ``Z = z_y - max_{i != y} z_i`` per sample (MIFPE paper, Fig. 8).
+
+    Positive while the sample is classified as ``y``; negative once it is not.
+
+    Parameters
+    ----------
+    logits : Tensor
+        Shape (B, K), K >= 2.
+    labels : Tensor
+        Integer class indices, shape (B,).
+
+    Returns
+    -------
+    Tensor
+        Shape (B,), dtype of ``logits``.
+    """
+    _check_logits(logits, labels, name="logit_margin")
+    z_y, best_other = _label_logit_and_best_other(logits, labels)
+    return z_y - best_other
+
+
+def top_margin(logits: Tensor) -> Tensor:
+    """Margin between the largest and second-largest logit, ``Delta = z_pi1 - z_pi2 >= 0``.
+
+    This is the quantity ("DFSL") whose size decides whether softmax cross-entropy underflows
+    (MIFPE paper, Sec. 3).
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"top_margin: logits must have shape (batch, classes>=2), got {tuple(logits.shape)}")
+    top2 = logits.topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def ce_loss(logits: Tensor, labels: Tensor, *, targeted: bool = False) -> Tensor:
+    """Softmax cross-entropy, per sample.
+
+    Untargeted: ``CE(z, y)``; targeted: ``-CE(z, y_t)`` (larger = more adversarial).
+    """
+    _check_logits(logits, labels, name="ce_loss")
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    return -loss if targeted else loss
+
+
+def cw_loss(logits: Tensor, labels: Tensor, *, targeted: bool = False) -> Tensor:
+    """Carlini & Wagner / difference-of-logits loss (MIFPE paper, eq. 3).
+
+    Untargeted: ``-z_y + max_{i != y} z_i``. Targeted (``labels`` = targets ``t``):
+    ``z_t - max_{i != t} z_i``. No clamping at a confidence level, so the attack keeps
+    pushing past the boundary.
+    """
+    _check_logits(logits, labels, name="cw_loss")
+    z_label, best_other = _label_logit_and_best_other(logits, labels)
+    return z_label - best_other if targeted else best_other - z_label
+
+
+def dlr_loss(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    targeted: bool = False,
+    source_labels: Optional[Tensor] = None,
+) -> Tensor:
+    """Difference-of-logits-ratio loss (Croce & Hein 2020; MIFPE paper, eq. 4).
+
+    Untargeted: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + tiny)``; needs K >= 3.
+
+    Targeted (AutoAttack's form, needs K >= 4):
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + tiny)`` where ``t = labels`` and ``y`` the true
+    class from ``source_labels``. Without ``source_labels`` the largest non-target logit stands in
+    for ``z_y``, which is the same while the sample is still classified as ``y``.
+
+    ``tiny`` is ``torch.finfo(dtype).tiny`` rather than AutoAttack's ``1e-12`` (which is 0 in
+    float16); it only matters when the top three logits tie.
+    """
+    min_classes = 4 if targeted else 3
+    _check_logits(logits, labels, min_classes=min_classes, name="dlr_loss")
+    tiny = torch.finfo(logits.dtype).tiny
+    ranked = logits.sort(dim=1, descending=True).values
+    if not targeted:
+        z_y, best_other = _label_logit_and_best_other(logits, labels)
+        return -(z_y - best_other) / (ranked[:, 0] - ranked[:, 2] + tiny)
+    z_t = logits.gather(1, labels[:, None]).squeeze(1)
+    if source_labels is None:
+        z_src = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+    else:
+        z_src = logits.gather(1, source_labels[:, None]).squeeze(1)
+    return -(z_src - z_t) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + tiny)
+
+
+def _positive_floor(dtype: torch.dtype) -> float:
+    # The smallest normal number of the dtype: a tie (Delta == 0) gives a finite, huge beta
+    # instead of inf/NaN, and the floor is never 0 the way 1e-12 is in float16.
+    return torch.finfo(dtype).tiny
+
+
+def mifpe_beta(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Per-sample MIFPE scale ``c = T / Delta`` with ``Delta = z_pi1 - z_pi2`` (detached).
+
+    After scaling, the top margin of ``c * z`` is exactly ``T`` (MIFPE paper, eq. 7). Ties
+    (``Delta == 0``) are floored at ``torch.finfo(dtype).tiny``; the result is clamped to the
+    dtype's finite range so it never becomes ``inf``.
+    """
+    delta = top_margin(logits.detach())
+    beta = temperature / delta.clamp_min(_positive_floor(delta.dtype))
+    return beta.clamp_max(torch.finfo(delta.dtype).max)
+
+
+def mifpe_loss(
+    logits: Tensor, labels: Tensor, *, targeted: bool = False, temperature: float = 1.0
+) -> Tensor:
+    """MIFPE loss (MIFPE paper, eq. 7 and eq. 8).
+
+    ``L = CE(T * z / Delta_detach, y)`` untargeted, ``L = -CE(T * z / Delta_detach, y_t)`` targeted,
+    with ``Delta = z_pi1 - z_pi2`` per sample and no gradient through ``Delta``.
+
+    Parameters
+    ----------
+    logits : Tensor
+        Shape (B, K), any K >= 2, any floating dtype.
+    labels : Tensor
+        True classes (untargeted) or target classes (targeted), shape (B,).
+    targeted : bool
+        Sign convention as for every loss here: larger = more adversarial.
+    temperature : float
+        ``T``, the top margin after scaling. The paper uses ``T ~ 1`` (the authors' released code
+        uses ``T = 10``); keep it well below :func:`~mifpe_plugins.numerics.underflow_threshold`.
+
+    Returns
+    -------
+    Tensor
+        Shape (B,).
+    """
+    _check_logits(logits, labels, name="mifpe_loss")
+    if not (temperature > 0 and temperature < float("inf")):
+        raise ValueError(f"mifpe_loss: temperature must be a finite number > 0, got {temperature!r}")
+    beta = mifpe_beta(logits, temperature)
+    return ce_loss(logits * beta[:, None], labels, targeted=targeted)
+
+
+def fnz_beta(logits: Tensor, n: int) -> Tensor:
+    """FNZ-PGD scale: ``c = lambda / (z_pi1 - z_pi(n+1))`` (MIFPE paper, Sec. 3, Fig. 6).
+
+    With this ``c`` every logit ranked ``n+1`` or lower sits at least ``lambda`` (the dtype's
+    underflow margin) below the top one, so its softmax probability underflows to 0 and exactly
+    the top ``n`` logits take part in the gradient. ``1 <= n <= K - 1``.
+    """
+    num_classes = logits.shape[1]
+    if not 1 <= n <= num_classes - 1:
+        raise ValueError(f"fnz: n must be in [1, {num_classes - 1}] for {num_classes} classes, got {n}")
+    ranked = logits.detach().topk(n + 1, dim=1).values
+    gap = (ranked[:, 0] - ranked[:, n]).clamp_min(_positive_floor(logits.dtype))
+    lam = underflow_threshold(logits.dtype)
+    return (lam / gap).clamp_max(torch.finfo(logits.dtype).max)
+
+
+def fnz_loss(n: int) -> "Tempered":
+    """Cross-entropy restricted to the top ``n`` logits through underflow (FNZ-PGD).
+
+    Returns a loss with the usual signature; see :func:`fnz_beta`.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"fnz_loss: n must be an integer >= 1, got {n!r}")
+    return Tempered(ce_loss, lambda logits, labels: fnz_beta(logits, n), name=f"fnz-{n}")
+
+
+BetaLike = Union[float, Tensor, BetaRule]
+
+
+class Tempered:
+    """A loss evaluated on temperature-scaled logits: ``loss(beta * z, y)``.
+
+    ``beta`` is a positive number, a (B,) tensor, or a rule ``rule(logits_detached, labels) -> (B,)``.
+    A rule object that also has ``bind(model, inputs, labels)`` (PGD++'s NJS and HNS, which need the
+    network's Jacobian) is bound once per attacked batch by the attack before its first step.
+    """
+
+    def __init__(self, base: Loss, beta: BetaLike, *, name: Optional[str] = None) -> None:
+        if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+            if not (beta > 0 and beta < float("inf")):
+                raise ValueError(f"tempered: beta must be a finite number > 0, got {beta!r}")
+        elif not (isinstance(beta, Tensor) or callable(beta)):
+            raise TypeError(
+                "tempered: beta must be a number, a (batch,) tensor or a rule "
+                f"(logits, labels) -> (batch,) tensor; got {type(beta).__name__}"
+            )
+        self.base = base
+        self.beta = beta
+        self.name = name or f"tempered({getattr(base, '__name__', base)!s})"
+
+    def bind(self, model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor) -> "Tempered":
+        binder = getattr(self.beta, "bind", None)
+        base_binder = getattr(self.base, "bind", None)
+        base = base_binder(model, inputs, labels) if base_binder is not None else self.base
+        beta = binder(model, inputs, labels) if binder is not None else self.beta
+        if base is self.base and beta is self.beta:
+            return self
+        return Tempered(base, beta, name=self.name)
+
+    def betas(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The per-sample temperature for these logits, shape (B,), detached."""
+        beta = self.beta
+        if isinstance(beta, Tensor):
+            beta = beta.to(device=logits.device, dtype=logits.dtype)
+            return beta.expand(logits.shape[0]) if beta.dim() == 0 else beta
+        if callable(beta):
+            return beta(logits.detach(), labels).to(logits.dtype)
+        return torch.full((logits.shape[0],), float(beta), dtype=logits.dtype, device=logits.device)
+
+    def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False, **kwargs) -> Tensor:
+        beta = self.betas(logits, labels)
+        return self.base(logits * beta[:, None], labels, targeted=targeted, **kwargs)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def tempered(loss: Union[str, Loss], beta: BetaLike, *, name: Optional[str] = None) -> Tempered:
+    """Temperature-scale a loss: ``L(z, y) = loss(beta * z, y)``.
+
+    The single primitive behind MIFPE (``beta = T / Delta_detach``), FT-PGD, FNZ-PGD and PGD++
+    (``beta`` from NJS or HNS, see :mod:`mifpe_plugins.temperature`). ``beta`` never carries a
+    gradient: rules receive detached logits.
+
+    Parameters
+    ----------
+    loss : str or Loss
+        The base loss, a name accepted by :func:`get_loss` or a callable.
+    beta : float, Tensor or rule
+        A positive number, a per-sample tensor of shape (B,), or
+        ``rule(logits_detached, labels) -> (B,)``.
+    """
+    return Tempered(get_loss(loss), beta, name=name)
+
+
+class _Mifpe:
+    """MIFPE as a loss object (so that ``temperature`` is an attribute and it prints by name)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not (temperature > 0 and temperature < float("inf")):
+            raise ValueError(f"mifpe: temperature must be a finite number > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+
+    def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False) -> Tensor:
+        return mifpe_loss(logits, labels, targeted=targeted, temperature=self.temperature)
+
+    def __repr__(self) -> str:
+        return f"mifpe(T={self.temperature:g})"
+
+
+def _loss_table() -> dict[str, Callable[[], Loss]]:
+    from .temperature import HNS, NJS
+
+    return {
+        "ce": lambda: ce_loss,
+        "cw": lambda: cw_loss,
+        "dl": lambda: cw_loss,
+        "dlr": lambda: dlr_loss,
+        "mifpe": lambda: _Mifpe(),
+        "njs": lambda: Tempered(ce_loss, NJS(), name="ce-njs"),
+        "hns": lambda: Tempered(ce_loss, HNS(), name="ce-hns"),
+    }
+
+
+#: Names accepted by :func:`get_loss` (plus ``"fnz-<n>"``).
+LOSS_NAMES = ("ce", "cw", "dl", "dlr", "mifpe", "njs", "hns", "fnz-<n>")
+
+
+def get_loss(loss: Union[str, Loss]) -> Loss:
+    """Resolve a loss name or pass a callable through. The only place loss names are resolved.
+
+    Names: ``"ce"``, ``"cw"`` (alias ``"dl"``), ``"dlr"``, ``"mifpe"`` (T = 1), ``"njs"`` and
+    ``"hns"`` (PGD++ temperature scaling of CE), ``"fnz-<n>"`` (FNZ-PGD with n logits).
+    Case-insensitive. A callable must follow ``loss(logits, labels, *, targeted=False) -> (B,)``.
+    """
+    if callable(loss) and not isinstance(loss, str):
+        return loss
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a name or a callable, got {type(loss).__name__}")
+    key = loss.strip().lower()
+    table = _loss_table()
+    if key in table:
+        return table[key]()
+    if key.startswith("fnz-") and key[4:].isdigit():
+        return fnz_loss(int(key[4:]))
+    raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)} or pass a callable")
+
+
+def accepts_source_labels(loss: Loss) -> bool:
+    """Whether a loss takes the true labels as ``source_labels=`` in targeted mode (DLR does)."""
+    target = loss.base if isinstance(loss, Tempered) else loss
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return "source_labels" in params
