@@ -226,14 +226,17 @@ def fnz_beta(logits: Tensor, n: int) -> Tensor:
 
     With this ``c`` every logit ranked ``n+1`` or lower sits at least ``lambda`` (the dtype's
     underflow margin) below the top one, so its softmax probability underflows to 0 and exactly
-    the top ``n`` logits take part in the gradient. ``1 <= n <= K - 1``.
+    the top ``n`` logits take part in the gradient. ``1 <= n <= K - 1``. The paper's ``lambda``
+    is where ``exp(-lambda)`` *equals* the smallest subnormal, which is still non-zero; it rounds
+    to 0 only past ``lambda + ln 2``, and ``exp`` kernels err in the last bit there, so the gap
+    used is ``lambda + 1``.
     """
     num_classes = logits.shape[1]
     if not 1 <= n <= num_classes - 1:
         raise ValueError(f"fnz: n must be in [1, {num_classes - 1}] for {num_classes} classes, got {n}")
     ranked = logits.detach().topk(n + 1, dim=1).values
     gap = (ranked[:, 0] - ranked[:, n]).clamp_min(_positive_floor(logits.dtype))
-    lam = underflow_threshold(logits.dtype)
+    lam = underflow_threshold(logits.dtype) + 1.0
     return (lam / gap).clamp_max(torch.finfo(logits.dtype).max)
 
 

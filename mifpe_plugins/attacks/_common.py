@@ -96,7 +96,8 @@ def check_eps(eps: EpsLike, inputs: Tensor, name: str = "eps") -> Tensor:
         elif values.shape != (batch,):
             raise ValueError(f"{name} must be a number, a 0-dim tensor or shape ({batch},), got {tuple(eps.shape)}")
     elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
-        values = torch.full((batch,), float(eps))
+        # Built directly in the inputs' dtype: going through float32 would round eps for float64.
+        values = torch.full((batch,), float(eps), dtype=torch.float64)
     else:
         raise TypeError(f"{name} must be a number or a tensor, got {type(eps).__name__}")
     if bool(torch.isnan(values).any()) or bool((values < 0).any()) or bool(torch.isinf(values).any()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Optional, Union
 
 import torch
@@ -34,9 +35,11 @@ def apgd_checkpoints(steps: int) -> list[int]:
     ``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``;
     checkpoints ``w_j = ceil(p_j * steps)``, strictly increasing, inside ``(0, steps)``.
     """
-    fractions = [0.0, 0.22]
-    while fractions[-1] < 1.0:
-        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
+    # Exact rational arithmetic: in floats 0.57 * 100 rounds up to 58.
+    fractions = [Fraction(0), Fraction(22, 100)]
+    while fractions[-1] < 1:
+        gap = fractions[-1] - fractions[-2] - Fraction(3, 100)
+        fractions.append(fractions[-1] + max(gap, Fraction(6, 100)))
     points = sorted({math.ceil(p * steps) for p in fractions[1:]})
     return [w for w in points if 0 < w < steps]
 

@@ -1,0 +1,426 @@
+"""CPU benchmark of the PGD core: iteration cost against a bare forward+backward, MIFPE against CE.
+
+Two numbers are measured for each model, in one run:
+
+1. ``PGD / fwd+bwd``: the time of one iteration of :func:`mifpe_plugins.pgd` divided by the time
+   of a bare input-gradient evaluation of the same model on the same batch,
+   ``torch.autograd.grad(F.cross_entropy(model(x), y, reduction="none").sum(), x)``.
+   Goal: <= 1.05.
+2. ``MIFPE / CE``: the PGD iteration time with ``loss="mifpe"`` divided by the one with
+   ``loss="ce"``. Goal: <= 1.02.
+
+How a PGD iteration is timed
+----------------------------
+A call ``pgd(steps=S)`` costs ``setup + S * iteration``, where ``setup`` is everything done once
+per call: validation of the inputs (with its host synchronisations), the clean forward pass, the
+random start and the final no-grad forward pass that scores the last iterate. Dividing the total by
+``S`` would charge ``setup / S`` to every iteration, an amount that depends on ``S`` alone. So each
+variant is timed with ``steps=S`` and with ``steps=1`` and the per-iteration time is the difference
+``(T(S) - T(1)) / (S - 1)``; the fixed cost ``T(1) - iteration`` is reported separately, and so is
+the amortised ``T(S) / S`` for reference. The bare forward+backward is timed as a loop of ``S``
+evaluations divided by ``S`` (it has no setup).
+
+Every repeat runs all variants of a model back to back, in an order that rotates from one repeat
+to the next, after one untimed warm-up of each; the reported value of each variant is the median
+over repeats. PGD runs the whole batch at every step whether or not a sample is already fooled
+(fooled samples are frozen by masking), so the timings do not depend on how fast the attack
+succeeds. Models have random weights (``torch.manual_seed``) and are in eval mode; the labels are
+the clean predictions, so every sample starts correctly classified.
+
+Run ``python benchmarks/bench_core.py`` (about 5 minutes on 2 cores); ``--quick`` is a smoke run.
+Results go to ``docs/benchmarks/core.json`` and ``docs/benchmarks/core.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+import mifpe_plugins
+from mifpe_plugins import pgd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EPS = 8 / 255
+PGD_GOAL = 1.05
+MIFPE_GOAL = 1.02
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class SmallCNN(nn.Module):
+    """The TRADES MNIST SmallCNN: conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-fc10."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(),
+            nn.Conv2d(32, 32, 3), nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(),
+            nn.Conv2d(64, 64, 3), nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(64 * 4 * 4, 200), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(200, 200), nn.ReLU(),
+            nn.Linear(200, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """The usual CIFAR-10 ResNet-18 (3x3 stem, no max-pool, four stages of two basic blocks)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers = []
+        in_planes = 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            for s in (stride, 1):
+                layers.append(BasicBlock(in_planes, planes, s))
+                in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.linear = nn.Linear(512, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layers(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def _randomise_batchnorm(model: nn.Module) -> None:
+    # Non-trivial running statistics so that eval-mode BatchNorm is not the identity.
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+def fwd_bwd_loop(model: nn.Module, x0: Tensor, y: Tensor, steps: int) -> Tensor:
+    """``steps`` bare input-gradient evaluations (the baseline)."""
+    grad = x0
+    for _ in range(steps):
+        x = x0.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="none").sum(), x)
+    return grad
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_model(
+    name: str, model: nn.Module, x0: Tensor, y: Tensor, *, steps: int, repeats: int, log: Callable[[str], None]
+) -> dict:
+    """Time the baseline and PGD (CE, MIFPE; ``steps`` and 1 step) on one model and batch."""
+
+    def run_pgd(loss: str, n: int) -> Callable[[], object]:
+        return lambda: pgd(model, x0, y, eps=EPS, steps=n, loss=loss, random_start=True)
+
+    variants: dict[str, Callable[[], object]] = {
+        "fwd_bwd": lambda: fwd_bwd_loop(model, x0, y, steps),
+        "ce_S": run_pgd("ce", steps),
+        "ce_1": run_pgd("ce", 1),
+        "mifpe_S": run_pgd("mifpe", steps),
+        "mifpe_1": run_pgd("mifpe", 1),
+    }
+    names = list(variants)
+    # Warm-up: allocator, oneDNN primitive caches, lazy imports.
+    for key in names:
+        variants[key]()
+    raw: dict[str, list[float]] = {key: [] for key in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        order = names[shift:] + names[:shift]
+        if r % 2 == 1:
+            order = order[::-1]
+        for key in order:
+            raw[key].append(timed(variants[key]))
+        log(f"  {name} repeat {r + 1}/{repeats}: " + ", ".join(f"{k}={raw[k][-1] * 1e3:.1f}ms" for k in names))
+
+    med = {key: statistics.median(values) for key, values in raw.items()}
+    # Minima as a second estimate: interference from other work on the machine only adds time.
+    low = {key: min(values) for key, values in raw.items()}
+    fwd_bwd = med["fwd_bwd"] / steps
+    out: dict = {
+        "model": name,
+        "batch": int(x0.shape[0]),
+        "input_shape": list(x0.shape[1:]),
+        "steps": steps,
+        "repeats": repeats,
+        "raw_seconds": raw,
+        "median_seconds": med,
+        "min_seconds": low,
+        "fwd_bwd_ms": fwd_bwd * 1e3,
+    }
+    for loss in ("ce", "mifpe"):
+        t_s, t_1 = med[f"{loss}_S"], med[f"{loss}_1"]
+        per_iter = (t_s - t_1) / (steps - 1)
+        # Same estimate per repeat, for a spread that shows how much to trust the medians.
+        per_repeat = [(s - o) / (steps - 1) for s, o in zip(raw[f"{loss}_S"], raw[f"{loss}_1"])]
+        out[loss] = {
+            "iter_ms": per_iter * 1e3,
+            "iter_ms_per_repeat": [v * 1e3 for v in per_repeat],
+            "setup_ms": (t_1 - per_iter) * 1e3,
+            "amortised_iter_ms": t_s / steps * 1e3,
+            "ratio_to_fwd_bwd": per_iter / fwd_bwd,
+            "amortised_ratio_to_fwd_bwd": t_s / steps / fwd_bwd,
+            "ratio_to_fwd_bwd_from_minima": (low[f"{loss}_S"] - low[f"{loss}_1"])
+            / (steps - 1) / (low["fwd_bwd"] / steps),
+        }
+    out["ratio_mifpe_ce"] = out["mifpe"]["iter_ms"] / out["ce"]["iter_ms"]
+    out["ratio_mifpe_ce_per_repeat"] = [
+        m / c for m, c in zip(out["mifpe"]["iter_ms_per_repeat"], out["ce"]["iter_ms_per_repeat"])
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Machine and reporting
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def machine_info() -> dict:
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "mifpe_plugins_version": mifpe_plugins.__version__,
+        "git_commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _verdict(value: float, goal: float) -> str:
+    return "ok" if value <= goal else "over"
+
+
+def render_markdown(report: dict) -> str:
+    m = report["machine"]
+    s = report["settings"]
+    lines = [
+        "# Core PGD benchmark (CPU)",
+        "",
+        f"Generated by `benchmarks/bench_core.py` on {m['date']}"
+        + (f" at commit `{m['git_commit']}`" if m["git_commit"] else "")
+        + ".",
+        "",
+        f"- Machine: {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch_version']} "
+        f"({m['torch_num_threads']} threads), Python {m['python_version']}",
+        f"- Settings: eps = 8/255 (L-inf), PGD defaults otherwise (random start, linear step "
+        f"schedule, momentum 0.75), steps S = {s['steps']}, median of {s['repeats']} repeats"
+        + (" (**--quick smoke run, not representative**)" if s["quick"] else ""),
+        "- Rerun: `python benchmarks/bench_core.py`",
+        "",
+        "| model | batch | fwd+bwd ms | PGD iteration ms | PGD / fwd+bwd | CE iter ms | MIFPE iter ms "
+        "| MIFPE / CE | PGD setup ms (CE) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        ce, mi = r["ce"], r["mifpe"]
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['fwd_bwd_ms']:.2f} | {ce['iter_ms']:.2f} "
+            f"| {ce['ratio_to_fwd_bwd']:.3f} ({_verdict(ce['ratio_to_fwd_bwd'], PGD_GOAL)}) "
+            f"| {ce['iter_ms']:.2f} | {mi['iter_ms']:.2f} "
+            f"| {r['ratio_mifpe_ce']:.3f} ({_verdict(r['ratio_mifpe_ce'], MIFPE_GOAL)}) "
+            f"| {ce['setup_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Goals: PGD / fwd+bwd <= {PGD_GOAL}, MIFPE / CE <= {MIFPE_GOAL}.",
+        "",
+        "How to read it:",
+        "",
+        "- *fwd+bwd*: one bare input gradient, "
+        "`torch.autograd.grad(F.cross_entropy(model(x), y, reduction='none').sum(), x)`, "
+        "timed as a loop of S evaluations divided by S.",
+        "- *PGD iteration* (= *CE iter*): `pgd(..., loss='ce')`, per-iteration time "
+        "`(T(steps=S) - T(steps=1)) / (S - 1)`, so the fixed per-call cost (input validation, "
+        "clean forward, random start, final scoring forward) is not spread over the iterations. "
+        "That fixed cost is the *PGD setup* column; amortised `T(S) / S` values are in `core.json`.",
+        "- *MIFPE iter*: the same with `loss='mifpe'`; *MIFPE / CE* compares the two iteration times.",
+        "- PGD computes the whole batch at every step (fooled samples are frozen by masking), so "
+        "timings do not depend on attack success. Random weights, eval mode.",
+        "",
+        "Amortised ratios `T(S) / S / fwd+bwd` (setup included):",
+        "",
+        "| model | CE | MIFPE |",
+        "|---|---:|---:|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['model']} | {r['ce']['amortised_ratio_to_fwd_bwd']:.3f} "
+            f"| {r['mifpe']['amortised_ratio_to_fwd_bwd']:.3f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def build_cases(quick: bool) -> list[tuple[str, nn.Module, Tensor, Tensor, int]]:
+    """(name, model, inputs, labels, default steps) per model."""
+    cases = []
+    torch.manual_seed(0)
+    small = SmallCNN().eval()
+    x_small = torch.rand(16 if quick else 128, 1, 28, 28)
+    cases.append(("SmallCNN (MNIST)", small, x_small, 60))
+    torch.manual_seed(1)
+    resnet = ResNet18().eval()
+    _randomise_batchnorm(resnet)
+    x_resnet = torch.rand(4 if quick else 32, 3, 32, 32)
+    cases.append(("ResNet-18 (CIFAR)", resnet, x_resnet, 20))
+    out = []
+    for name, model, x, steps in cases:
+        with torch.no_grad():
+            y = model(x).argmax(dim=1)  # every sample starts correctly classified
+        out.append((name, model, x, y, steps))
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 5; 2 with --quick)")
+    parser.add_argument(
+        "--steps", type=int, default=None,
+        help="PGD steps S (>= 2) for every model (default: 60 for SmallCNN, 20 for ResNet-18; 3 with --quick)",
+    )
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs" / "benchmarks", help="where core.json and core.md go")
+    parser.add_argument("--quick", action="store_true", help="tiny batches, steps and repeats: a smoke run only")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if args.steps is not None and args.steps < 2:
+        parser.error("--steps must be >= 2 (the per-iteration time is a difference of steps=S and steps=1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    machine = machine_info()
+    log(f"{machine['cpu_model']}, {machine['cpu_count']} cores, torch {machine['torch_version']}, "
+        f"{machine['torch_num_threads']} threads")
+    results = []
+    for name, model, x, y, default_steps in build_cases(args.quick):
+        steps = args.steps if args.steps is not None else (3 if args.quick else default_steps)
+        log(f"{name}: batch {x.shape[0]}, S = {steps}, {args.repeats} repeats")
+        results.append(bench_model(name, model, x, y, steps=steps, repeats=args.repeats, log=log))
+    elapsed = time.perf_counter() - started
+    report = {
+        "machine": machine,
+        "settings": {
+            "eps": EPS,
+            "norm": "linf",
+            "steps": args.steps if args.steps is not None else {r["model"]: r["steps"] for r in results},
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "command": "python benchmarks/bench_core.py" + (" --quick" if args.quick else ""),
+            "argv": sys.argv[1:] if argv is None else argv,
+            "per_iteration_method": "(T(steps=S) - T(steps=1)) / (S - 1), medians over repeats",
+            "goals": {"pgd_over_fwd_bwd": PGD_GOAL, "mifpe_over_ce": MIFPE_GOAL},
+        },
+        "results": results,
+        "wall_seconds": elapsed,
+    }
+    if isinstance(report["settings"]["steps"], dict):
+        # A readable "S = ..." for the Markdown header.
+        steps_text = ", ".join(f"{k}: {v}" for k, v in report["settings"]["steps"].items())
+    else:
+        steps_text = str(report["settings"]["steps"])
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "core.json").write_text(json.dumps(report, indent=2) + "\n")
+    md_report = dict(report, settings=dict(report["settings"], steps=steps_text))
+    (args.out_dir / "core.md").write_text(render_markdown(md_report))
+    print(render_markdown(md_report))
+    log(f"wrote {args.out_dir / 'core.json'} and {args.out_dir / 'core.md'} in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
