@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ class EvaluationResult:
     gradient_evaluations: int
     attack: str
     settings: dict = field(default_factory=dict)
-    adversarial: Optional[Tensor] = None
+    adversarial: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -96,10 +96,10 @@ def evaluate(
     inputs: Tensor,
     labels: Tensor,
     *,
-    attack: Union[str, Attack] = "pgd",
+    attack: str | Attack = "pgd",
     batch_size: int = 256,
     keep_adversarial: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     **attack_kwargs,
 ) -> EvaluationResult:
     """Attack ``inputs`` batch by batch and measure clean and robust accuracy.

@@ -22,7 +22,8 @@ PGD++ : Mustafa et al., "Towards understanding and improving the gradient-based 
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Protocol, Union, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, Union, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +143,7 @@ def dlr_loss(
     labels: Tensor,
     *,
     targeted: bool = False,
-    source_labels: Optional[Tensor] = None,
+    source_labels: Tensor | None = None,
 ) -> Tensor:
     """Difference-of-logits-ratio loss (Croce & Hein 2020; MIFPE paper, eq. 4).
 
@@ -240,7 +241,7 @@ def fnz_beta(logits: Tensor, n: int) -> Tensor:
     return (lam / gap).clamp_max(torch.finfo(logits.dtype).max)
 
 
-def fnz_loss(n: int) -> "Tempered":
+def fnz_loss(n: int) -> Tempered:
     """Cross-entropy restricted to the top ``n`` logits through underflow (FNZ-PGD).
 
     Returns a loss with the usual signature; see :func:`fnz_beta`.
@@ -261,7 +262,7 @@ class Tempered:
     network's Jacobian) is bound once per attacked batch by the attack before its first step.
     """
 
-    def __init__(self, base: Loss, beta: BetaLike, *, name: Optional[str] = None) -> None:
+    def __init__(self, base: Loss, beta: BetaLike, *, name: str | None = None) -> None:
         if isinstance(beta, (int, float)) and not isinstance(beta, bool):
             if not (beta > 0 and beta < float("inf")):
                 raise ValueError(f"tempered: beta must be a finite number > 0, got {beta!r}")
@@ -274,7 +275,7 @@ class Tempered:
         self.beta = beta
         self.name = name or f"tempered({getattr(base, '__name__', base)!s})"
 
-    def bind(self, model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor) -> "Tempered":
+    def bind(self, model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor) -> Tempered:
         binder = getattr(self.beta, "bind", None)
         base_binder = getattr(self.base, "bind", None)
         base = base_binder(model, inputs, labels) if base_binder is not None else self.base
@@ -301,7 +302,7 @@ class Tempered:
         return self.name
 
 
-def tempered(loss: Union[str, Loss], beta: BetaLike, *, name: Optional[str] = None) -> Tempered:
+def tempered(loss: str | Loss, beta: BetaLike, *, name: str | None = None) -> Tempered:
     """Temperature-scale a loss: ``L(z, y) = loss(beta * z, y)``.
 
     The single primitive behind MIFPE (``beta = T / Delta_detach``), FT-PGD, FNZ-PGD and PGD++
@@ -352,7 +353,7 @@ def _loss_table() -> dict[str, Callable[[], Loss]]:
 LOSS_NAMES = ("ce", "cw", "dl", "dlr", "mifpe", "njs", "hns", "fnz-<n>")
 
 
-def get_loss(loss: Union[str, Loss]) -> Loss:
+def get_loss(loss: str | Loss) -> Loss:
     """Resolve a loss name or pass a callable through. The only place loss names are resolved.
 
     Names: ``"ce"``, ``"cw"`` (alias ``"dl"``), ``"dlr"``, ``"mifpe"`` (T = 1), ``"njs"`` and

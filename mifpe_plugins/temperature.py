@@ -12,7 +12,7 @@ the batch once, before the first step (``Tempered.bind``).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -148,7 +148,7 @@ class NJS:
         ``M``, the number of samples for ``beta_1``.
     """
 
-    def __init__(self, beta1: Optional[float | Tensor] = None, *, rho: float = 0.01, samples: int = 100):
+    def __init__(self, beta1: float | Tensor | None = None, *, rho: float = 0.01, samples: int = 100):
         if not 0 < rho < 0.5:
             raise ValueError(f"NJS: rho must be in (0, 0.5), got {rho!r}")
         if beta1 is not None and not float(beta1) > 0:
@@ -157,7 +157,7 @@ class NJS:
         self.rho = rho
         self.samples = samples
 
-    def bind(self, model: Model, inputs: Tensor, labels: Tensor) -> "NJS":
+    def bind(self, model: Model, inputs: Tensor, labels: Tensor) -> NJS:
         if self.beta1 is not None:
             return self
         return NJS(njs_beta1(model, inputs, samples=self.samples), rho=self.rho, samples=self.samples)
@@ -228,7 +228,7 @@ def hns_beta(
     inputs: Tensor,
     *,
     points: int = 100,
-    edge_fallback: Optional[float] = 1.0,
+    edge_fallback: float | None = 1.0,
 ) -> Tensor:
     """Per-sample HNS temperature ``beta* = argmax_beta ||d^2 l(beta)/dx^2||_F`` (PGD++ eq. 8, Alg. 2).
 
@@ -265,7 +265,7 @@ class HNS:
     """Hessian Norm Scaling rule (PGD++ paper, Sec. 4, Alg. 2): ``beta*`` per sample, chosen once
     on the clean inputs when the attack binds the rule, then fixed for every iteration."""
 
-    def __init__(self, *, points: int = 100, edge_fallback: Optional[float] = 1.0) -> None:
+    def __init__(self, *, points: int = 100, edge_fallback: float | None = 1.0) -> None:
         if points < 2:
             raise ValueError(f"HNS: points must be >= 2, got {points}")
         self.points = points

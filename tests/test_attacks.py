@@ -2,10 +2,10 @@ import warnings
 
 import pytest
 import torch
+from conftest import TinyCNN, large_margin_problem, make_mlp_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import TinyCNN, large_margin_problem, make_mlp_data
 from mifpe_plugins import apgd, ce_loss, fgsm, mifpe_loss, pgd
 from mifpe_plugins.attacks import apgd_checkpoints
 
@@ -158,7 +158,7 @@ def test_success_is_first_adversarial_and_frozen():
     with torch.no_grad():
         assert bool((model(x_adv).argmax(1) != y).all())
     # success flags never turn off
-    for a, b in zip(records, records[1:]):
+    for a, b in zip(records, records[1:], strict=False):
         assert bool((a.success <= b.success).all())
 
 

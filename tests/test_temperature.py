@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import make_mlp_data
+
 from mifpe_plugins import NJS, njs_beta, njs_beta1, prop1_beta
 from mifpe_plugins.temperature import (
     hessian_frobenius_norm,
@@ -21,7 +21,7 @@ def test_prop1_closed_form_and_guarantee():
     expected = -math.log(0.01 / (9 * 0.99)) / gamma
     torch.testing.assert_close(beta, expected)
     # worst case for Proposition 1: all other logits at the bottom of the range
-    for g, b in zip(gamma.tolist(), beta.tolist()):
+    for g, b in zip(gamma.tolist(), beta.tolist(), strict=False):
         z = torch.tensor([g] + [0.0] * 9, dtype=torch.float64)
         assert 1 - (b * 0.999 * z).softmax(0)[0] > 0.01
     with pytest.raises(ValueError, match="rho must be in"):
@@ -68,7 +68,7 @@ def test_hns_closed_form_equals_double_backward(beta):
     closed = hessian_frobenius_norm(logits, jac, torch.full((4, 1), beta, dtype=torch.float64))[:, 0]
     for i in range(4):
         hess = torch.autograd.functional.hessian(
-            lambda v: F.cross_entropy(beta * model(v[None]), y[i : i + 1]), x[i]
+            lambda v, i=i: F.cross_entropy(beta * model(v[None]), y[i : i + 1]), x[i]
         )
         assert closed[i].item() == pytest.approx(hess.norm().item(), rel=1e-4)
 
@@ -84,7 +84,7 @@ def test_hns_beta_is_grid_argmax():
         norms = []
         for b in grid[i].tolist():
             hess = torch.autograd.functional.hessian(
-                lambda v, b=b: F.cross_entropy(b * model(v[None]), y[i : i + 1]), x[i]
+                lambda v, b=b, i=i: F.cross_entropy(b * model(v[None]), y[i : i + 1]), x[i]
             )
             norms.append(hess.norm().item())
         best = max(range(100), key=lambda j: norms[j])

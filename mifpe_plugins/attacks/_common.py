@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -46,7 +47,7 @@ class StepInfo:
 
     iteration: int
     restart: int
-    target: Optional[int]
+    target: int | None
     loss: Tensor
     margin: Tensor
     success: Tensor
@@ -55,7 +56,7 @@ class StepInfo:
 Callback = Callable[[StepInfo], None]
 
 
-def resolve_norm(norm: Union[str, float, int]) -> str:
+def resolve_norm(norm: str | float | int) -> str:
     if isinstance(norm, bool):
         raise ValueError(f"norm must be {NORM_CHOICES}, got {norm!r}")
     if isinstance(norm, (int, float)):
@@ -74,7 +75,7 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     return value
 
 
-def check_bounds(bounds: Bounds) -> Optional[tuple[float, float]]:
+def check_bounds(bounds: Bounds) -> tuple[float, float] | None:
     if bounds is None:
         return None
     try:
@@ -105,7 +106,7 @@ def check_eps(eps: EpsLike, inputs: Tensor, name: str = "eps") -> Tensor:
     return values.to(device=inputs.device, dtype=inputs.dtype).contiguous()
 
 
-def check_inputs(inputs: Tensor, bounds: Optional[tuple[float, float]]) -> None:
+def check_inputs(inputs: Tensor, bounds: tuple[float, float] | None) -> None:
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
     if not inputs.dtype.is_floating_point:
@@ -165,7 +166,7 @@ def check_logits(logits: Tensor, batch: int) -> None:
         )
 
 
-def resolve_generator(generator: Optional[torch.Generator], device: torch.device) -> torch.Generator:
+def resolve_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator:
     """The caller's generator, or a fresh one seeded with 0 (never the global RNG)."""
     if generator is not None:
         if not isinstance(generator, torch.Generator):
@@ -186,7 +187,7 @@ class Objective:
         loss_labels: Tensor,
         *,
         targeted: bool,
-        true_labels: Optional[Tensor],
+        true_labels: Tensor | None,
         report_labels: Tensor,
     ) -> None:
         self.model = model
@@ -226,7 +227,7 @@ class Batch:
     inputs: Tensor
     labels: Tensor
     eps: Tensor
-    bounds: Optional[tuple[float, float]]
+    bounds: tuple[float, float] | None
     clean_logits: Tensor
     loss: Loss
 
@@ -238,9 +239,9 @@ def prepare(
     *,
     eps: EpsLike,
     bounds: Bounds,
-    loss: Union[str, Loss],
+    loss: str | Loss,
     targeted: bool,
-) -> Optional[Batch]:
+) -> Batch | None:
     """Validate everything up front; ``None`` for an empty batch."""
     bounds_t = check_bounds(bounds)
     check_inputs(inputs, bounds_t)

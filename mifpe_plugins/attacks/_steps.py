@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -20,7 +18,7 @@ class Ball:
         norm: str,
         center: Tensor,
         eps: Tensor,
-        bounds: Optional[tuple[float, float]],
+        bounds: tuple[float, float] | None,
     ) -> None:
         self.norm = norm
         self.center = center

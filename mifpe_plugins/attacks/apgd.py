@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -50,18 +49,18 @@ def apgd(
     labels: Tensor,
     *,
     eps: EpsLike,
-    norm: Union[str, float] = "linf",
+    norm: str | float = "linf",
     steps: int = 100,
-    loss: Union[str, Loss] = "mifpe",
+    loss: str | Loss = "mifpe",
     targeted: bool = False,
-    target_classes: Optional[int] = None,
+    target_classes: int | None = None,
     restarts: int = 1,
     random_start: bool = True,
     momentum: float = 0.75,
     rho: float = 0.75,
     bounds: Bounds = (0.0, 1.0),
-    generator: Optional[torch.Generator] = None,
-    callback: Optional[Callback] = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Auto-PGD with any loss: ``loss="dlr"`` is APGD-DLR, ``loss="mifpe"`` is the MIFPE paper's
     "APGD_DLR with MIFPE" (MIFPE in place of DLR, Table 2), ``target_classes=9`` with
@@ -173,7 +172,7 @@ class _APGDRunner:
         rho: float,
         random_start: bool,
         generator: torch.Generator,
-        callback: Optional[Callback],
+        callback: Callback | None,
     ) -> None:
         self.model = model
         self.batch = batch
@@ -186,7 +185,7 @@ class _APGDRunner:
         self.callback = callback
         self.checkpoints = set(apgd_checkpoints(steps))
 
-    def run(self, objective: Objective, state: _Found, *, restart: int, target: Optional[int]) -> None:
+    def run(self, objective: Objective, state: _Found, *, restart: int, target: int | None) -> None:
         ball = self.ball
         x = ball.random_start(self.generator) if self.random_start else ball.center
         loss, grad, logits = objective(x)

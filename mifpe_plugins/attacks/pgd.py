@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -36,19 +36,19 @@ def pgd(
     labels: Tensor,
     *,
     eps: EpsLike,
-    norm: Union[str, float] = "linf",
+    norm: str | float = "linf",
     steps: int = 100,
-    step_size: Optional[EpsLike] = None,
+    step_size: EpsLike | None = None,
     schedule: Schedule = "linear",
-    momentum: Optional[float] = 0.75,
-    loss: Union[str, Loss] = "mifpe",
+    momentum: float | None = 0.75,
+    loss: str | Loss = "mifpe",
     targeted: bool = False,
-    target_classes: Optional[int] = None,
+    target_classes: int | None = None,
     restarts: int = 1,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
-    generator: Optional[torch.Generator] = None,
-    callback: Optional[Callback] = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Projected gradient ascent on a per-sample loss; defaults follow the MIFPE paper's Table 1.
 
@@ -144,14 +144,14 @@ def fgsm(
     labels: Tensor,
     *,
     eps: EpsLike,
-    norm: Union[str, float] = "linf",
-    step_size: Optional[EpsLike] = None,
-    loss: Union[str, Loss] = "mifpe",
+    norm: str | float = "linf",
+    step_size: EpsLike | None = None,
+    loss: str | Loss = "mifpe",
     targeted: bool = False,
     random_start: bool = False,
     bounds: Bounds = (0.0, 1.0),
-    generator: Optional[torch.Generator] = None,
-    callback: Optional[Callback] = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
 ) -> Tensor:
     """Fast gradient (sign) method: one step of size ``step_size`` (default ``eps``), projected.
 
@@ -178,11 +178,11 @@ class _PGDRunner:
         steps: int,
         base_step: Tensor,
         schedule: Schedule,
-        momentum: Optional[float],
+        momentum: float | None,
         restarts: int,
         random_start: bool,
         generator: torch.Generator,
-        callback: Optional[Callback],
+        callback: Callback | None,
     ) -> None:
         self.model = model
         self.batch = batch
@@ -196,7 +196,7 @@ class _PGDRunner:
         self.generator = generator
         self.callback = callback
 
-    def run(self, *, targeted: bool, target_classes: Optional[int]) -> Tensor:
+    def run(self, *, targeted: bool, target_classes: int | None) -> Tensor:
         b = self.batch
         x0 = b.inputs
         best_adv = x0.clone()
@@ -228,7 +228,7 @@ class _PGDRunner:
             return self.base_step * (1.0 - iteration / self.steps)
         return self.base_step
 
-    def _run_once(self, objective: Objective, state: list, *, restart: int, target: Optional[int]) -> None:
+    def _run_once(self, objective: Objective, state: list, *, restart: int, target: int | None) -> None:
         best_adv, found, best_loss = state
         ball = self.ball
         x = ball.random_start(self.generator) if self.random_start else ball.center
