@@ -14,16 +14,17 @@ primitive; :func:`mifpe_loss` and :func:`fnz_loss` are rules for it.
 
 References
 ----------
-MIFPE : Yu et al., "Minimize the impact of floating-point errors", CVPR 2023 (eq. 3, 4, 7, 8).
-PGD++ : Mustafa et al., "Towards understanding and improving the gradient-based attack on binarized
-    networks / Improved gradient based adversarial attacks for quantized networks", AAAI 2022.
+MIFPE : Y. Yu, C.-Z. Xu, "Efficient Loss Function by Minimizing the Detrimental Effect of
+    Floating-point Errors on Gradient-based Attacks", CVPR 2023 (eq. 3, 4, 7, 8).
+PGD++ : K. Gupta, T. Ajanthan, "Improved Gradient based Adversarial Attacks for Quantized
+    Networks", AAAI 2022 (Proposition 1, eq. 7, 8, Alg. 1, 2).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -251,7 +252,7 @@ def fnz_loss(n: int) -> Tempered:
     return Tempered(ce_loss, lambda logits, labels: fnz_beta(logits, n), name=f"fnz-{n}")
 
 
-BetaLike = Union[float, Tensor, BetaRule]
+BetaLike = float | Tensor | BetaRule
 
 
 class Tempered:

@@ -6,7 +6,6 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -14,8 +13,8 @@ from torch import Tensor
 from ..losses import Loss, accepts_source_labels, get_loss, logit_margin
 
 Model = Callable[[Tensor], Tensor]
-EpsLike = Union[float, Tensor]
-Bounds = Optional[Sequence[float]]
+EpsLike = float | Tensor
+Bounds = Sequence[float] | None
 
 _NORM_NAMES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2", "l_2": "l2"}
 NORM_CHOICES = "'linf' (also 'Linf', 'inf', float('inf')) or 'l2' (also 'L2', 2)"
