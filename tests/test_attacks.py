@@ -279,3 +279,29 @@ def test_empty_batch(mlp, attack):
     model, x, y = mlp
     out = ATTACKS[attack](model, x[:0], y[:0], eps=0.1)
     assert out.shape == (0, x.shape[1])
+
+
+def _plain_pgd_reference(model, x0, y, eps, alpha, steps):
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y, reduction="sum"), x)
+        x = torch.min(torch.max(x.detach() + alpha * grad.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+    return x
+
+
+def test_keep_best_false_is_plain_pgd():
+    model, x, y = make_mlp_data(n=10, dtype=torch.float32)
+    ours = pgd(
+        model, x, y, eps=0.1, steps=7, step_size=0.02, schedule="constant", momentum=None,
+        loss="ce", random_start=False, keep_best=False,
+    )
+    assert torch.equal(ours, _plain_pgd_reference(model, x, y, 0.1, 0.02, 7))
+
+
+def test_keep_best_never_worse_than_last_iterate():
+    model, x, y = make_mlp_data(n=32, dtype=torch.float32, seed=1)
+    kwargs = dict(eps=0.08, steps=10, loss="ce", random_start=False)
+    best = accuracy(model, pgd(model, x, y, keep_best=True, **kwargs), y)
+    last = accuracy(model, pgd(model, x, y, keep_best=False, **kwargs), y)
+    assert best <= last

@@ -46,6 +46,7 @@ def pgd(
     target_classes: int | None = None,
     restarts: int = 1,
     random_start: bool = True,
+    keep_best: bool = True,
     bounds: Bounds = (0.0, 1.0),
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -93,6 +94,12 @@ def pgd(
         Number of runs; later runs only move samples not fooled yet. Needs ``random_start``.
     random_start : bool
         Start from a uniform point of the ball (MIFPE paper, Sec. 2) instead of the clean input.
+    keep_best : bool
+        The paper's protocol (default): a sample stops at its first adversarial example and that
+        example is returned; a sample never fooled returns its highest-loss point. ``False`` is
+        plain PGD as in Madry et al. and torchattacks/Foolbox: every sample takes every step and
+        the last iterate is returned (with ``restarts > 1``, the last run's for samples not fooled
+        by an earlier run).
     bounds : (float, float) or None
         Valid input range; inputs outside it are an error.
     generator : torch.Generator, optional
@@ -132,7 +139,7 @@ def pgd(
         base_step = check_eps(step_size, batch.inputs, name="step_size")
     runner = _PGDRunner(
         model, batch, norm=norm_name, steps=steps, base_step=base_step, schedule=schedule,
-        momentum=momentum, restarts=restarts, random_start=random_start,
+        momentum=momentum, restarts=restarts, random_start=random_start, keep_best=keep_best,
         generator=resolve_generator(generator, batch.inputs.device), callback=callback,
     )
     return runner.run(targeted=targeted, target_classes=target_classes)
@@ -181,6 +188,7 @@ class _PGDRunner:
         momentum: float | None,
         restarts: int,
         random_start: bool,
+        keep_best: bool,
         generator: torch.Generator,
         callback: Callback | None,
     ) -> None:
@@ -193,6 +201,7 @@ class _PGDRunner:
         self.momentum = momentum
         self.restarts = restarts
         self.random_start = random_start
+        self.keep_best = keep_best
         self.generator = generator
         self.callback = callback
 
@@ -208,11 +217,13 @@ class _PGDRunner:
                 self.model, b.loss, b.labels, targeted=targeted,
                 true_labels=None if targeted else b.labels, report_labels=b.labels,
             )
-            found.copy_(objective.success(b.clean_logits))
+            if self.keep_best:
+                found.copy_(objective.success(b.clean_logits))
             for restart in range(self.restarts):
                 self._run_once(objective, state, restart=restart, target=None)
         else:
-            found.copy_(b.clean_logits.argmax(dim=1) != b.labels)
+            if self.keep_best:
+                found.copy_(b.clean_logits.argmax(dim=1) != b.labels)
             targets = top_other_classes(b.clean_logits, b.labels, target_classes)
             for index in range(target_classes):
                 objective = Objective(
@@ -233,20 +244,31 @@ class _PGDRunner:
         ball = self.ball
         x = ball.random_start(self.generator) if self.random_start else ball.center
         # Samples fooled before this run starts stay where they are.
+        run_start_found = found.clone()
         x = torch.where(ball.per_sample(found), best_adv, x)
         x_prev = x
         for iteration in range(self.steps):
             loss, grad, logits = objective(x)
-            self._record(objective, x, loss, logits, state)
+            if self.keep_best:
+                self._record(objective, x, loss, logits, state)
             if self.callback is not None:
-                self._report(objective, iteration, restart, target, loss, logits, found)
+                succeeded = found if self.keep_best else run_start_found | objective.success(logits)
+                self._report(objective, iteration, restart, target, loss, logits, succeeded)
             step = ball.per_sample(self._step_sizes(iteration))
             candidate = ball.project(x + step * ball.direction(grad))
             if self.momentum is not None and iteration > 0:
                 a = self.momentum
                 candidate = ball.project(x + a * (candidate - x) + (1 - a) * (x - x_prev))
             x_prev = x
-            x = torch.where(ball.per_sample(found), x, candidate)
+            # Plain PGD moves every sample except those an earlier run already fooled.
+            frozen = found if self.keep_best else run_start_found
+            x = torch.where(ball.per_sample(frozen), x, candidate)
+        if not self.keep_best:
+            with torch.no_grad():
+                fooled_now = objective.success(self.model(x))
+            best_adv.copy_(torch.where(ball.per_sample(run_start_found), best_adv, x))
+            found.copy_(run_start_found | fooled_now)
+            return
         with torch.no_grad():
             logits = self.model(x)
             loss = objective.loss(logits, objective.loss_labels, targeted=objective.targeted, **objective.extra)
