@@ -5,6 +5,7 @@ The core is host-free PyTorch: losses (:mod:`.losses`), PGD++ temperature rules
 and batch evaluation (:mod:`.evaluate`). Importing this package imports no host library.
 """
 
+from .adapters._register import install
 from .attacks import StepInfo, apgd, fgsm, pgd
 from .evaluate import EvaluationResult, evaluate, robust_accuracy
 from .losses import (
@@ -17,6 +18,7 @@ from .losses import (
     fnz_loss,
     get_loss,
     logit_margin,
+    mifpe,
     mifpe_beta,
     mifpe_loss,
     tempered,
@@ -24,6 +26,8 @@ from .losses import (
 )
 from .numerics import smallest_subnormal, underflow_threshold
 from .temperature import HNS, NJS, hns_beta, njs_beta, njs_beta1, prop1_beta
+
+install()
 
 __version__ = "0.1.0"
 
@@ -40,6 +44,7 @@ __all__ = [
     "cw_loss",
     "dlr_loss",
     "mifpe_loss",
+    "mifpe",
     "mifpe_beta",
     "fnz_loss",
     "fnz_beta",

@@ -26,7 +26,8 @@ class EvaluationResult:
     Attributes
     ----------
     clean_correct, robust_correct : Tensor
-        Per-sample booleans, shape (N,): correct on the clean input / on the attacked input.
+        Per-sample booleans, shape (N,): correct on the clean input / correct on both the clean
+        and the attacked input.
     perturbation_norm : Tensor
         Per-sample norm of ``x_adv - x`` in the attack's threat model, shape (N,).
     seconds : float
@@ -161,8 +162,11 @@ def evaluate(
         _synchronize(x.device)
         seconds += time.perf_counter() - tic
         with torch.no_grad():
-            clean.append(model(x).argmax(dim=1) == y)
-            robust.append(model(x_adv).argmax(dim=1) == y)
+            clean_ok = model(x).argmax(dim=1) == y
+            # A sample counts as robust only if it is correct on both the clean and the attacked
+            # input: an attack that moves a misclassified sample onto the right class is no defence.
+            clean.append(clean_ok)
+            robust.append(clean_ok & (model(x_adv).argmax(dim=1) == y))
         norms.append(norm_of((x_adv - x).detach(), norm))
         if keep_adversarial:
             adversarial.append(x_adv.detach())

@@ -47,6 +47,8 @@ __all__ = [
     "tempered",
     "Tempered",
     "get_loss",
+    "mifpe",
+    "accepts_source_labels",
     "LOSS_NAMES",
 ]
 
@@ -334,6 +336,14 @@ class _Mifpe:
 
     def __repr__(self) -> str:
         return f"mifpe(T={self.temperature:g})"
+
+
+def mifpe(temperature: float = 1.0) -> Loss:
+    """The MIFPE loss (eq. 7 / eq. 8) with temperature ``T`` as a loss object.
+
+    Same as :func:`mifpe_loss` with ``temperature`` bound; prints as ``mifpe(T=...)``.
+    """
+    return _Mifpe(temperature)
 
 
 def _loss_table() -> dict[str, Callable[[], Loss]]:

@@ -164,8 +164,10 @@ def fgsm(
 
     ``x' = P(x + eps * sign(grad))`` for L-inf, ``x' = P(x + eps * grad / ||grad||_2)`` for L2, with
     any loss: ``loss="mifpe"`` is MIFPE-FGSM (MIFPE paper, Table 2), ``loss="njs"``/``"hns"`` is
-    FGSM++ (PGD++ paper). Samples already misclassified (untargeted) are returned unchanged.
-    Parameters as in :func:`pgd`.
+    FGSM++ (PGD++ paper). As in :func:`pgd` with ``keep_best=True``, samples already
+    misclassified (untargeted) are returned unchanged, and a sample the step does not fool comes
+    back at whichever of the clean and the stepped point has the higher loss. Parameters as in
+    :func:`pgd`.
     """
     return pgd(
         model, inputs, labels, eps=eps, norm=norm, steps=1,
