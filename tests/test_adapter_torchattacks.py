@@ -469,3 +469,23 @@ def test_names_are_exported_by_the_adapter():
         "MIFPE", "MIFPEFGSM", "APGDMIFPE", "APGDTMIFPE", "PGDPP", "FGSMPP", "MIFPEAutoAttack",
     }
     assert mifpe_plugins.install is _register.install
+
+
+def test_registration_when_the_adapter_imports_torchattacks_first():
+    # The adapter module's own `import torchattacks` must still end in a registration, with no
+    # warning about a half-initialised module.
+    code = (
+        "import warnings, sys\n"
+        "warnings.simplefilter('error')\n"
+        "import mifpe_plugins\n"
+        "from mifpe_plugins.adapters.torchattacks import MIFPE\n"
+        "import torchattacks\n"
+        "assert torchattacks.MIFPE is MIFPE\n"
+        "print('ok')\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -40,7 +40,23 @@ def _add_names(host: ModuleType) -> list[str]:
     return added
 
 
+def _adapter_mid_import() -> bool:
+    # When the adapter module itself triggers the first `import torchattacks`, it is still
+    # executing: it registers its names itself once complete (see `register_if_host_loaded`).
+    adapter = sys.modules.get(_ADAPTER)
+    return adapter is not None and not getattr(adapter, "_READY_FOR_REGISTRATION", False)
+
+
+def register_if_host_loaded() -> None:
+    """Called by the adapter module when it has finished executing."""
+    host = sys.modules.get(HOST)
+    if host is not None:
+        _add_names_safely(host)
+
+
 def _add_names_safely(host: ModuleType) -> None:
+    if _adapter_mid_import():
+        return
     # A failure here must never break the user's `import torchattacks`.
     try:
         _add_names(host)

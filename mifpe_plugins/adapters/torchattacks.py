@@ -31,6 +31,7 @@ from ..attacks import apgd, fgsm, pgd
 from ..attacks._common import resolve_norm
 from ..losses import Loss, get_loss, mifpe, tempered
 from ..temperature import HNS, NJS
+from . import _register
 from ._host import require
 
 _torchattacks = require("torchattacks", "torchattacks")
@@ -793,3 +794,8 @@ class MIFPEAutoAttack(_EngineAttack):
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             return self._autoattack(images.detach().to(device), labels.detach().to(device))
+
+
+# Registration as `torchattacks.<Name>` waits for this module to be complete (see _register).
+_READY_FOR_REGISTRATION = True
+_register.register_if_host_loaded()
