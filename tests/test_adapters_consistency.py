@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import large_margin_problem, make_mlp_data
+
 from mifpe_plugins import pgd
 
 EPS, ALPHA, STEPS = 0.08, 0.01, 15
