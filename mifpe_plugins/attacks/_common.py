@@ -271,3 +271,69 @@ def top_other_classes(logits: Tensor, labels: Tensor, count: int) -> Tensor:
     masked = logits.scatter(1, labels[:, None], float("-inf"))
     return masked.topk(count, dim=1).indices
 
+
+
+def check_run_settings(
+    *, restarts: int, random_start: bool, targeted: bool, target_classes: int | None
+) -> None:
+    """Checks shared by the iterative attacks' restart and multi-target options."""
+    check_positive_int(restarts, "restarts")
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 repeats the same run unless random_start=True")
+    if target_classes is not None:
+        if targeted:
+            raise ValueError(
+                "target_classes (multi-targeted) needs targeted=False: labels are the true classes"
+            )
+        check_positive_int(target_classes, "target_classes")
+
+
+def attack_objectives(
+    model: Model, batch: Batch, *, targeted: bool, target_classes: int | None
+) -> list[tuple[int | None, Objective]]:
+    """The runs of an attack on a batch: ``(target index, objective)`` pairs.
+
+    One objective for an untargeted or targeted attack; for a multi-targeted attack one targeted
+    objective per top-k wrong class (MIFPE eq. 8), each succeeding on any misclassification.
+    """
+    if target_classes is None:
+        true = None if targeted else batch.labels
+        return [(None, Objective(model, batch.loss, batch.labels, targeted=targeted,
+                                 true_labels=true, report_labels=batch.labels))]
+    targets = top_other_classes(batch.clean_logits, batch.labels, target_classes)
+    return [
+        (index, Objective(model, batch.loss, targets[:, index], targeted=True,
+                          true_labels=batch.labels, report_labels=batch.labels))
+        for index in range(target_classes)
+    ]
+
+
+class Outcome:
+    """Per-sample outcome across an attack's runs: the first adversarial example found, else the
+    point of highest loss. Updated with ``torch.where`` only, so recording never syncs the host."""
+
+    def __init__(self, x0: Tensor) -> None:
+        self.adv = x0.clone()
+        self.found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+        self.fallback = x0.clone()
+        self.fallback_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
+
+    def record(self, success: Tensor, x: Tensor, loss: Tensor) -> None:
+        view = (-1,) + (1,) * (x.dim() - 1)
+        newly = success & ~self.found
+        self.adv = torch.where(newly.view(view), x, self.adv)
+        self.found |= newly
+        improved = loss > self.fallback_loss
+        self.fallback = torch.where(improved.view(view), x, self.fallback)
+        self.fallback_loss = torch.where(improved, loss, self.fallback_loss)
+
+    def result(self) -> Tensor:
+        view = (-1,) + (1,) * (self.adv.dim() - 1)
+        return torch.where(self.found.view(view), self.adv, self.fallback)
+
+    def take_last(self, x: Tensor, success: Tensor, *, keep: Tensor) -> None:
+        """Plain PGD's outcome: the last iterate ``x``, except where ``keep`` (fooled earlier)."""
+        view = (-1,) + (1,) * (x.dim() - 1)
+        self.adv = torch.where(keep.view(view), self.adv, x)
+        self.fallback = self.adv
+        self.found = keep | success

@@ -16,12 +16,14 @@ from ._common import (
     EpsLike,
     Model,
     Objective,
+    Outcome,
     StepInfo,
+    attack_objectives,
     check_positive_int,
+    check_run_settings,
     prepare,
     resolve_generator,
     resolve_norm,
-    top_other_classes,
 )
 from ._steps import Ball
 
@@ -92,17 +94,14 @@ def apgd(
     """
     norm_name = resolve_norm(norm)
     check_positive_int(steps, "steps")
-    check_positive_int(restarts, "restarts")
     if not 0 < momentum <= 1:
         raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
     if not 0 < rho <= 1:
         raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 repeats the same run unless random_start=True")
-    if target_classes is not None:
-        if targeted:
-            raise ValueError("target_classes (multi-targeted) needs targeted=False: labels are the true classes")
-        check_positive_int(target_classes, "target_classes")
+    check_run_settings(
+        restarts=restarts, random_start=random_start, targeted=targeted,
+        target_classes=target_classes,
+    )
     batch = prepare(
         model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
         targeted=targeted or target_classes is not None,
@@ -114,50 +113,13 @@ def apgd(
         random_start=random_start, generator=resolve_generator(generator, batch.inputs.device),
         callback=callback,
     )
-    x0 = batch.inputs
-    state = _Found(x0)
-    if target_classes is None:
-        objective = Objective(
-            model, batch.loss, batch.labels, targeted=targeted,
-            true_labels=None if targeted else batch.labels, report_labels=batch.labels,
-        )
-        state.found.copy_(objective.success(batch.clean_logits))
+    state = Outcome(batch.inputs)
+    runs = attack_objectives(model, batch, targeted=targeted, target_classes=target_classes)
+    state.found.copy_(runs[0][1].success(batch.clean_logits))
+    for target, objective in runs:
         for restart in range(restarts):
-            runner.run(objective, state, restart=restart, target=None)
-    else:
-        state.found.copy_(batch.clean_logits.argmax(dim=1) != batch.labels)
-        targets = top_other_classes(batch.clean_logits, batch.labels, target_classes)
-        for index in range(target_classes):
-            objective = Objective(
-                model, batch.loss, targets[:, index], targeted=True,
-                true_labels=batch.labels, report_labels=batch.labels,
-            )
-            for restart in range(restarts):
-                runner.run(objective, state, restart=restart, target=index)
+            runner.run(objective, state, restart=restart, target=target)
     return state.result()
-
-
-class _Found:
-    """Per-sample outcome across runs: first adversarial example, else the highest-loss point."""
-
-    def __init__(self, x0: Tensor) -> None:
-        self.adv = x0.clone()
-        self.found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-        self.fallback = x0.clone()
-        self.fallback_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
-
-    def record(self, success: Tensor, x: Tensor, loss: Tensor) -> None:
-        view = (-1,) + (1,) * (x.dim() - 1)
-        newly = success & ~self.found
-        self.adv = torch.where(newly.view(view), x, self.adv)
-        self.found |= newly
-        improved = loss > self.fallback_loss
-        self.fallback = torch.where(improved.view(view), x, self.fallback)
-        self.fallback_loss = torch.where(improved, loss, self.fallback_loss)
-
-    def result(self) -> Tensor:
-        view = (-1,) + (1,) * (self.adv.dim() - 1)
-        return torch.where(self.found.view(view), self.adv, self.fallback)
 
 
 class _APGDRunner:
@@ -185,7 +147,7 @@ class _APGDRunner:
         self.callback = callback
         self.checkpoints = set(apgd_checkpoints(steps))
 
-    def run(self, objective: Objective, state: _Found, *, restart: int, target: int | None) -> None:
+    def run(self, objective: Objective, state: Outcome, *, restart: int, target: int | None) -> None:
         ball = self.ball
         x = ball.random_start(self.generator) if self.random_start else ball.center
         loss, grad, logits = objective(x)
@@ -234,7 +196,7 @@ class _APGDRunner:
                 increases = torch.zeros_like(increases)
                 since_checkpoint = 0
 
-    def _report(self, objective, iteration, restart, target, loss, logits, state: _Found) -> None:
+    def _report(self, objective, iteration, restart, target, loss, logits, state: Outcome) -> None:
         if self.callback is None:
             return
         self.callback(

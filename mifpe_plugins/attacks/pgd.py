@@ -15,13 +15,15 @@ from ._common import (
     EpsLike,
     Model,
     Objective,
+    Outcome,
     StepInfo,
+    attack_objectives,
     check_eps,
     check_positive_int,
+    check_run_settings,
     prepare,
     resolve_generator,
     resolve_norm,
-    top_other_classes,
 )
 from ._steps import Ball
 
@@ -116,17 +118,14 @@ def pgd(
     """
     norm_name = resolve_norm(norm)
     check_positive_int(steps, "steps")
-    check_positive_int(restarts, "restarts")
     if schedule not in ("linear", "constant"):
         raise ValueError(f"schedule must be 'linear' or 'constant', got {schedule!r}")
     if momentum is not None and not 0 < momentum <= 1:
         raise ValueError(f"momentum must be in (0, 1] or None, got {momentum!r}")
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 repeats the same run unless random_start=True")
-    if target_classes is not None:
-        if targeted:
-            raise ValueError("target_classes (multi-targeted) needs targeted=False: labels are the true classes")
-        check_positive_int(target_classes, "target_classes")
+    check_run_settings(
+        restarts=restarts, random_start=random_start, targeted=targeted,
+        target_classes=target_classes,
+    )
     batch = prepare(
         model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
         targeted=targeted or target_classes is not None,
@@ -209,52 +208,34 @@ class _PGDRunner:
 
     def run(self, *, targeted: bool, target_classes: int | None) -> Tensor:
         b = self.batch
-        x0 = b.inputs
-        best_adv = x0.clone()
-        found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-        best_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
-        state = [best_adv, found, best_loss]
-        if target_classes is None:
-            objective = Objective(
-                self.model, b.loss, b.labels, targeted=targeted,
-                true_labels=None if targeted else b.labels, report_labels=b.labels,
-            )
-            if self.keep_best:
-                found.copy_(objective.success(b.clean_logits))
+        outcome = Outcome(b.inputs)
+        runs = attack_objectives(self.model, b, targeted=targeted, target_classes=target_classes)
+        if self.keep_best:
+            outcome.found.copy_(runs[0][1].success(b.clean_logits))
+        for target, objective in runs:
             for restart in range(self.restarts):
-                self._run_once(objective, state, restart=restart, target=None)
-        else:
-            if self.keep_best:
-                found.copy_(b.clean_logits.argmax(dim=1) != b.labels)
-            targets = top_other_classes(b.clean_logits, b.labels, target_classes)
-            for index in range(target_classes):
-                objective = Objective(
-                    self.model, b.loss, targets[:, index], targeted=True,
-                    true_labels=b.labels, report_labels=b.labels,
-                )
-                for restart in range(self.restarts):
-                    self._run_once(objective, state, restart=restart, target=index)
-        return state[0]
+                self._run_once(objective, outcome, restart=restart, target=target)
+        return outcome.result()
 
     def _step_sizes(self, iteration: int) -> Tensor:
         if self.schedule == "linear":
             return self.base_step * (1.0 - iteration / self.steps)
         return self.base_step
 
-    def _run_once(self, objective: Objective, state: list, *, restart: int, target: int | None) -> None:
-        best_adv, found, best_loss = state
+    def _run_once(self, objective: Objective, outcome: Outcome, *, restart: int, target: int | None) -> None:
         ball = self.ball
         x = ball.random_start(self.generator) if self.random_start else ball.center
         # Samples fooled before this run starts stay where they are.
-        run_start_found = found.clone()
-        x = torch.where(ball.per_sample(found), best_adv, x)
+        run_start_found = outcome.found.clone()
+        x = torch.where(ball.per_sample(run_start_found), outcome.adv, x)
         x_prev = x
         for iteration in range(self.steps):
             loss, grad, logits = objective(x)
+            success = objective.success(logits)
             if self.keep_best:
-                self._record(objective, x, loss, logits, state)
+                outcome.record(success, x, loss)
             if self.callback is not None:
-                succeeded = found if self.keep_best else run_start_found | objective.success(logits)
+                succeeded = outcome.found if self.keep_best else run_start_found | success
                 self._report(objective, iteration, restart, target, loss, logits, succeeded)
             step = ball.per_sample(self._step_sizes(iteration))
             candidate = ball.project(x + step * ball.direction(grad))
@@ -263,28 +244,16 @@ class _PGDRunner:
                 candidate = ball.project(x + a * (candidate - x) + (1 - a) * (x - x_prev))
             x_prev = x
             # Plain PGD moves every sample except those an earlier run already fooled.
-            frozen = found if self.keep_best else run_start_found
+            frozen = outcome.found if self.keep_best else run_start_found
             x = torch.where(ball.per_sample(frozen), x, candidate)
-        if not self.keep_best:
-            with torch.no_grad():
-                fooled_now = objective.success(self.model(x))
-            best_adv.copy_(torch.where(ball.per_sample(run_start_found), best_adv, x))
-            found.copy_(run_start_found | fooled_now)
-            return
         with torch.no_grad():
             logits = self.model(x)
-            loss = objective.loss(logits, objective.loss_labels, targeted=objective.targeted, **objective.extra)
-        self._record(objective, x, loss, logits, state)
-
-    @staticmethod
-    def _record(objective: Objective, x: Tensor, loss: Tensor, logits: Tensor, state: list) -> None:
-        best_adv, found, best_loss = state
-        view = (-1,) + (1,) * (x.dim() - 1)
-        newly = objective.success(logits) & ~found
-        improved = ~found & (loss > best_loss)
-        best_adv.copy_(torch.where((newly | improved).view(view), x, best_adv))
-        best_loss.copy_(torch.where(improved, loss, best_loss))
-        found.logical_or_(newly)
+            success = objective.success(logits)
+            if self.keep_best:
+                loss = objective.loss(logits, objective.loss_labels, targeted=objective.targeted, **objective.extra)
+                outcome.record(success, x, loss)
+            else:
+                outcome.take_last(x, success, keep=run_start_found)
 
     def _report(self, objective, iteration, restart, target, loss, logits, found) -> None:
         self.callback(
