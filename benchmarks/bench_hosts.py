@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         cases.append(("ResNet-18 (3x32x32)", ResNet18().eval(), torch.rand(32, 3, 32, 32)))
     report = {
-        "command": "python benchmarks/bench_hosts.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/bench_hosts.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": machine_info(),
