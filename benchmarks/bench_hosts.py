@@ -13,7 +13,9 @@ start) in one run on the CPU:
 
 Each variant gets one untimed warm-up, then ``--repeats`` timed runs in rotating order; the median
 is reported. Ratios are ``host / ours`` (> 1: ours is faster) and ``adapter / base``.
-Labels are the clean predictions so every sample starts correctly classified (no host skips work).
+On the random-weight models the labels are the clean predictions, so every sample starts correctly
+classified and none is fooled (no attack can skip work); the third case is a trained model attacked
+with its true labels, where our PGD stops working on samples once they are fooled.
 
 Run ``python benchmarks/bench_hosts.py``; results go to ``docs/benchmarks/hosts.{json,md}``.
 """
@@ -47,34 +49,36 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def host_variants(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict[str, Callable[[], object]]:
+def host_variants(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, eps: float = EPS
+) -> dict[str, Callable[[], object]]:
     """Zero-argument callables, one per attack, all with the same budget."""
-    alpha = 2.5 * EPS / steps
+    alpha = 2.5 * eps / steps
     variants: dict[str, Callable[[], object]] = {
-        "ours: pgd ce": lambda: mifpe_plugins.pgd(model, x, y, eps=EPS, steps=steps, loss="ce"),
-        "ours: pgd mifpe": lambda: mifpe_plugins.pgd(model, x, y, eps=EPS, steps=steps, loss="mifpe"),
+        "ours: pgd ce": lambda: mifpe_plugins.pgd(model, x, y, eps=eps, steps=steps, loss="ce"),
+        "ours: pgd mifpe": lambda: mifpe_plugins.pgd(model, x, y, eps=eps, steps=steps, loss="mifpe"),
     }
     if _have("torchattacks"):
         import torchattacks
 
-        ta_pgd = torchattacks.PGD(model, eps=EPS, alpha=alpha, steps=steps, random_start=True)
+        ta_pgd = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
         variants["torchattacks.PGD"] = lambda: ta_pgd(x, y)
         if hasattr(torchattacks, "MIFPE") or _have("mifpe_plugins.adapters.torchattacks"):
             from mifpe_plugins.adapters import torchattacks as ta_adapter
 
-            ours = ta_adapter.MIFPE(model, eps=EPS, steps=steps)
+            ours = ta_adapter.MIFPE(model, eps=eps, steps=steps)
             variants["adapter: torchattacks.MIFPE"] = lambda: ours(x, y)
     if _have("foolbox"):
         import foolbox as fb
 
         fmodel = fb.PyTorchModel(model, bounds=(0, 1))
         fb_pgd = fb.attacks.LinfPGD(steps=steps, abs_stepsize=alpha, random_start=True)
-        variants["foolbox LinfPGD"] = lambda: fb_pgd(fmodel, x, y, epsilons=EPS)
+        variants["foolbox LinfPGD"] = lambda: fb_pgd(fmodel, x, y, epsilons=eps)
         if _have("mifpe_plugins.adapters.foolbox"):
             from mifpe_plugins.adapters import foolbox as fb_adapter
 
             fb_ours = fb_adapter.LinfMIFPEPGD(steps=steps, abs_stepsize=alpha, random_start=True)
-            variants["adapter: foolbox LinfMIFPEPGD"] = lambda: fb_ours(fmodel, x, y, epsilons=EPS)
+            variants["adapter: foolbox LinfMIFPEPGD"] = lambda: fb_ours(fmodel, x, y, epsilons=eps)
     if _have("art"):
         from art.attacks.evasion import ProjectedGradientDescent
         from art.estimators.classification import PyTorchClassifier
@@ -84,7 +88,7 @@ def host_variants(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
                 model, loss=loss, input_shape=tuple(x.shape[1:]), nb_classes=10, clip_values=(0.0, 1.0)
             )
             attack = ProjectedGradientDescent(
-                clf, norm=np.inf, eps=EPS, eps_step=alpha, max_iter=steps, num_random_init=1,
+                clf, norm=np.inf, eps=eps, eps_step=alpha, max_iter=steps, num_random_init=1,
                 batch_size=x.shape[0], verbose=False,
             )
             x_np, y_np = x.numpy(), y.numpy()
@@ -100,7 +104,7 @@ def host_variants(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
             from autoattack.autopgd_base import APGDAttack
         except ImportError:
             from pyautoattack.autopgd_base import APGDAttack
-        apgd = APGDAttack(model, n_iter=steps, norm="Linf", eps=EPS, loss="ce", device="cpu", seed=0)
+        apgd = APGDAttack(model, n_iter=steps, norm="Linf", eps=eps, loss="ce", device="cpu", seed=0)
         rng = torch.get_rng_state()
 
         def run_apgd(attack=apgd):
@@ -115,7 +119,7 @@ def host_variants(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
 
             cls = getattr(aa_adapter, "MIFPEAPGDAttack", None)
             if cls is not None:
-                ours_apgd = cls(model, n_iter=steps, norm="Linf", eps=EPS, device="cpu", seed=0)
+                ours_apgd = cls(model, n_iter=steps, norm="Linf", eps=eps, device="cpu", seed=0)
                 variants["adapter: AutoAttack APGD-MIFPE"] = lambda: run_apgd(ours_apgd)
     return variants
 
@@ -165,7 +169,11 @@ def render(report: dict) -> str:
         "",
     ]
     for case in report["cases"]:
-        lines += [f"## {case['model']} (batch {case['batch']})", "", "| attack | median s |", "|---|---|"]
+        lines += [
+            f"## {case['model']} (batch {case['batch']}, eps {case['eps']:.4g}, "
+            f"clean accuracy {100 * case['clean_accuracy']:.1f} %)",
+            "", "| attack | median s |", "|---|---|",
+        ]
         for name, t in case["timings"].items():
             lines.append(f"| {name} | {t['median_s']:.3f} |")
         lines += ["", "| ratio | value |", "|---|---|"]
@@ -193,9 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     torch.manual_seed(0)
-    cases = [("SmallCNN (1x28x28)", SmallCNN().eval(), torch.rand(128 if not args.quick else 8, 1, 28, 28))]
+    cases: list[tuple] = [("SmallCNN (1x28x28)", SmallCNN().eval(), torch.rand(128 if not args.quick else 8, 1, 28, 28))]
     if not args.quick:
         cases.append(("ResNet-18 (3x32x32)", ResNet18().eval(), torch.rand(32, 3, 32, 32)))
+    # A trained model on which the attack succeeds: our PGD stops working on fooled samples.
+    from mifpe_plugins.cli import large_margin_mlp, synthetic_clusters
+
+    trained = large_margin_mlp(dim=3072, hinge_epochs=0, log=lambda *a: None)
+    x_trained, y_trained = synthetic_clusters(512 if not args.quick else 16, dim=3072, seed=5)
+    cases.append(("CE-trained MLP (3072 features)", trained, x_trained, y_trained, 0.11))
     report = {
         "command": " ".join(["python benchmarks/bench_hosts.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -205,12 +219,21 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": repeats,
         "cases": [],
     }
-    for name, model, x in cases:
+    for name, model, x, *rest in cases:
+        if rest:
+            y, eps = rest
+        else:
+            with torch.no_grad():
+                y = model(x).argmax(1)
+            eps = EPS
         with torch.no_grad():
-            y = model(x).argmax(1)
+            clean = float((model(x).argmax(1) == y).float().mean())
         log(f"{name}: timing {steps} steps, {repeats} repeats")
-        timings = time_variants(host_variants(model, x, y, steps), repeats, log)
-        report["cases"].append({"model": name, "batch": x.shape[0], "timings": timings, "ratios": ratios(timings)})
+        timings = time_variants(host_variants(model, x, y, steps, eps), repeats, log)
+        report["cases"].append({
+            "model": name, "batch": x.shape[0], "eps": eps, "clean_accuracy": clean,
+            "timings": timings, "ratios": ratios(timings),
+        })
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "hosts.json").write_text(json.dumps(report, indent=2))

@@ -287,6 +287,12 @@ class Tempered:
             return self
         return Tempered(base, beta, name=self.name)
 
+    def subset(self, index: Tensor) -> Tempered:
+        """The same loss for the samples ``index`` of the batch (a per-sample ``beta`` is indexed)."""
+        if isinstance(self.beta, Tensor) and self.beta.dim() == 1:
+            return Tempered(self.base, self.beta[index], name=self.name)
+        return self
+
     def betas(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The per-sample temperature for these logits, shape (B,), detached."""
         beta = self.beta

@@ -305,3 +305,24 @@ def test_keep_best_never_worse_than_last_iterate():
     best = accuracy(model, pgd(model, x, y, keep_best=True, **kwargs), y)
     last = accuracy(model, pgd(model, x, y, keep_best=False, **kwargs), y)
     assert best <= last
+
+
+@pytest.mark.parametrize("loss", ["mifpe", "hns", "dlr"])
+def test_shrinking_the_batch_changes_nothing(loss):
+    # Without a callback, PGD drops fooled samples from the batch every few steps; with one it
+    # keeps the whole batch (masking). Both must return the same points.
+    model, x, y = make_mlp_data(n=24, dtype=torch.float64, seed=3)
+    kwargs = dict(eps=0.15, steps=23, loss=loss, restarts=2, generator=None)
+    shrunk = pgd(model, x, y, **kwargs)
+    masked = pgd(model, x, y, callback=lambda info: None, **kwargs)
+    torch.testing.assert_close(shrunk, masked, rtol=0, atol=1e-12)
+    assert accuracy(model, shrunk, y) < 1.0
+
+
+def test_shrinking_the_batch_saves_gradients():
+    from mifpe_plugins import evaluate
+
+    model, x, y = large_margin_problem(torch.float32, n=32)
+    result = evaluate(model, x, y, attack="pgd", eps=0.3, steps=50, random_start=False)
+    assert result.robust_accuracy < 0.5
+    assert result.gradient_evaluations < 0.5 * 32 * 50

@@ -202,6 +202,20 @@ class Objective:
         self._true = true_labels
         self._target = loss_labels if targeted and true_labels is None else None
 
+    def subset(self, index: Tensor) -> Objective:
+        """The same objective for the samples ``index`` of the batch."""
+        sub = Objective.__new__(Objective)
+        sub.model = self.model
+        subset_loss = getattr(self.loss, "subset", None)
+        sub.loss = subset_loss(index) if subset_loss is not None else self.loss
+        sub.loss_labels = self.loss_labels[index]
+        sub.targeted = self.targeted
+        sub.report_labels = self.report_labels[index]
+        sub.extra = {key: value[index] for key, value in self.extra.items()}
+        sub._true = None if self._true is None else self._true[index]
+        sub._target = None if self._target is None else self._target[index]
+        return sub
+
     def success(self, logits: Tensor) -> Tensor:
         pred = logits.argmax(dim=1)
         return pred == self._target if self._target is not None else pred != self._true
@@ -310,30 +324,35 @@ def attack_objectives(
 
 class Outcome:
     """Per-sample outcome across an attack's runs: the first adversarial example found, else the
-    point of highest loss. Updated with ``torch.where`` only, so recording never syncs the host."""
+    point of highest loss. One tensor holds both (a fooled sample's point never changes again),
+    updated with ``torch.where`` only, so recording never syncs the host."""
 
     def __init__(self, x0: Tensor) -> None:
-        self.adv = x0.clone()
+        self.best = x0.clone()
         self.found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
-        self.fallback = x0.clone()
-        self.fallback_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
+        self.best_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
 
-    def record(self, success: Tensor, x: Tensor, loss: Tensor) -> None:
+    def record(self, success: Tensor, x: Tensor, loss: Tensor, index: Tensor | None = None) -> None:
+        """Record the evaluated points ``x`` of the samples ``index`` (all samples when ``None``)."""
         view = (-1,) + (1,) * (x.dim() - 1)
-        newly = success & ~self.found
-        self.adv = torch.where(newly.view(view), x, self.adv)
-        self.found |= newly
-        improved = loss > self.fallback_loss
-        self.fallback = torch.where(improved.view(view), x, self.fallback)
-        self.fallback_loss = torch.where(improved, loss, self.fallback_loss)
+        found = self.found if index is None else self.found[index]
+        best_loss = self.best_loss if index is None else self.best_loss[index]
+        improved = ~found & (loss > best_loss)
+        take = improved | (success & ~found)
+        if index is None:
+            self.best = torch.where(take.view(view), x, self.best)
+            self.found = found | success
+            self.best_loss = torch.where(improved, loss, best_loss)
+        else:
+            self.best[index] = torch.where(take.view(view), x, self.best[index])
+            self.found[index] = found | success
+            self.best_loss[index] = torch.where(improved, loss, best_loss)
 
     def result(self) -> Tensor:
-        view = (-1,) + (1,) * (self.adv.dim() - 1)
-        return torch.where(self.found.view(view), self.adv, self.fallback)
+        return self.best
 
     def take_last(self, x: Tensor, success: Tensor, *, keep: Tensor) -> None:
         """Plain PGD's outcome: the last iterate ``x``, except where ``keep`` (fooled earlier)."""
         view = (-1,) + (1,) * (x.dim() - 1)
-        self.adv = torch.where(keep.view(view), self.adv, x)
-        self.fallback = self.adv
+        self.best = torch.where(keep.view(view), self.best, x)
         self.found = keep | success

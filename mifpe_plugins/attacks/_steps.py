@@ -33,6 +33,10 @@ class Ball:
             # a point returned by it lies inside [low, high] exactly, with no rounding of x - x0.
             self.low, self.high = low, high
 
+    def subset(self, index: Tensor) -> Ball:
+        """The ball of the samples ``index`` only."""
+        return Ball(self.norm, self.center[index], self.eps[index], self.bounds)
+
     def per_sample(self, values: Tensor) -> Tensor:
         """Reshape a (B,) tensor to broadcast against inputs."""
         return values.view(-1, *([1] * (self.center.dim() - 1)))
@@ -45,6 +49,12 @@ class Ball:
         scale = (self.eps / norms.clamp_min(torch.finfo(x.dtype).tiny)).clamp_max(1.0)
         x = self.center + delta * self.per_sample(scale)
         return x if self.bounds is None else x.clamp(self.bounds[0], self.bounds[1])
+
+    def project_(self, x: Tensor) -> Tensor:
+        """:meth:`project` in place where the norm allows (``x`` must be a fresh tensor)."""
+        if self.norm == "linf":
+            return torch.clamp(x, self.low, self.high, out=x)
+        return self.project(x)
 
     def direction(self, grad: Tensor) -> Tensor:
         """Steepest-ascent direction of unit norm: ``sign(g)`` (L-inf) or ``g / ||g||_2`` (L2).

@@ -115,7 +115,7 @@ def apgd(
     )
     state = Outcome(batch.inputs)
     runs = attack_objectives(model, batch, targeted=targeted, target_classes=target_classes)
-    state.found.copy_(runs[0][1].success(batch.clean_logits))
+    state.found = runs[0][1].success(batch.clean_logits)
     for target, objective in runs:
         for restart in range(restarts):
             runner.run(objective, state, restart=restart, target=target)

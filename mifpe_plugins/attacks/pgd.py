@@ -31,6 +31,11 @@ __all__ = ["pgd", "fgsm"]
 
 Schedule = Literal["linear", "constant"]
 
+# Shrink the attacked batch to the not-yet-fooled samples every _COMPACT_EVERY steps, when at most
+# _COMPACT_BELOW of the current rows are still active.
+_COMPACT_EVERY = 5
+_COMPACT_BELOW = 0.75
+
 
 def pgd(
     model: Model,
@@ -211,47 +216,70 @@ class _PGDRunner:
         outcome = Outcome(b.inputs)
         runs = attack_objectives(self.model, b, targeted=targeted, target_classes=target_classes)
         if self.keep_best:
-            outcome.found.copy_(runs[0][1].success(b.clean_logits))
+            outcome.found = runs[0][1].success(b.clean_logits)
         for target, objective in runs:
             for restart in range(self.restarts):
                 self._run_once(objective, outcome, restart=restart, target=target)
         return outcome.result()
 
-    def _step_sizes(self, iteration: int) -> Tensor:
+    def _step_sizes(self, iteration: int, base_step: Tensor) -> Tensor:
         if self.schedule == "linear":
-            return self.base_step * (1.0 - iteration / self.steps)
-        return self.base_step
+            return base_step * (1.0 - iteration / self.steps)
+        return base_step
 
     def _run_once(self, objective: Objective, outcome: Outcome, *, restart: int, target: int | None) -> None:
         ball = self.ball
+        base_step = self.base_step
         x = ball.random_start(self.generator) if self.random_start else ball.center
         # Samples fooled before this run starts stay where they are.
         run_start_found = outcome.found.clone()
-        x = torch.where(ball.per_sample(run_start_found), outcome.adv, x)
+        x = torch.where(ball.per_sample(run_start_found), outcome.best, x)
         x_prev = x
+        # With the paper's protocol fooled samples never move again, so every few steps the batch
+        # is shrunk to the samples still being attacked (one host sync per check). Not with a
+        # callback, which reports on the whole batch, nor for plain PGD, which moves every sample.
+        compact = self.keep_best and self.callback is None
+        index: Tensor | None = None  # positions in the full batch of the rows being attacked
         for iteration in range(self.steps):
+            if compact and iteration % _COMPACT_EVERY == 0:
+                active = ~(outcome.found if index is None else outcome.found[index])
+                n_active = int(active.sum())
+                if n_active == 0:
+                    return
+                if n_active <= _COMPACT_BELOW * active.numel():
+                    keep = active.nonzero().squeeze(1)
+                    index = keep if index is None else index[keep]
+                    x, x_prev, base_step = x[keep], x_prev[keep], base_step[keep]
+                    ball, objective = ball.subset(keep), objective.subset(keep)
             loss, grad, logits = objective(x)
             success = objective.success(logits)
             if self.keep_best:
-                outcome.record(success, x, loss)
+                outcome.record(success, x, loss, index)
             if self.callback is not None:
                 succeeded = outcome.found if self.keep_best else run_start_found | success
                 self._report(objective, iteration, restart, target, loss, logits, succeeded)
-            step = ball.per_sample(self._step_sizes(iteration))
-            candidate = ball.project(x + step * ball.direction(grad))
+            step = ball.per_sample(self._step_sizes(iteration, base_step))
+            candidate = ball.project_(torch.addcmul(x, step, ball.direction(grad)))
             if self.momentum is not None and iteration > 0:
                 a = self.momentum
-                candidate = ball.project(x + a * (candidate - x) + (1 - a) * (x - x_prev))
+                # x + a (z - x) + (1 - a)(x - x_prev) = a z + 2 (1 - a) x - (1 - a) x_prev,
+                # in place on z: three passes over the input instead of six.
+                candidate = ball.project_(
+                    candidate.mul_(a).add_(x, alpha=2 * (1 - a)).sub_(x_prev, alpha=1 - a)
+                )
             x_prev = x
             # Plain PGD moves every sample except those an earlier run already fooled.
-            frozen = outcome.found if self.keep_best else run_start_found
+            if self.keep_best:
+                frozen = outcome.found if index is None else outcome.found[index]
+            else:
+                frozen = run_start_found
             x = torch.where(ball.per_sample(frozen), x, candidate)
         with torch.no_grad():
             logits = self.model(x)
             success = objective.success(logits)
             if self.keep_best:
                 loss = objective.loss(logits, objective.loss_labels, targeted=objective.targeted, **objective.extra)
-                outcome.record(success, x, loss)
+                outcome.record(success, x, loss, index)
             else:
                 outcome.take_last(x, success, keep=run_start_found)
 
