@@ -37,7 +37,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import ResNet18, SmallCNN, git_commit, machine_info  # noqa: E402
+from bench_core import (  # noqa: E402
+    ResNet18,
+    SmallCNN,
+    _randomise_batchnorm,
+    git_commit,
+    machine_info,
+)
 
 import mifpe_plugins  # noqa: E402
 
@@ -124,10 +130,24 @@ def host_variants(
     return variants
 
 
-def time_variants(variants: dict[str, Callable[[], object]], repeats: int, log) -> dict[str, dict]:
+def _adversarial(output: object) -> torch.Tensor:
+    """The adversarial inputs out of whatever an attack returned."""
+    if isinstance(output, tuple):  # Foolbox: (raw, clipped, success); pyautoattack: (x, y)
+        output = output[1] if len(output) == 3 else output[0]
+    if isinstance(output, np.ndarray):
+        output = torch.from_numpy(output)
+    return output
+
+
+def time_variants(
+    variants: dict[str, Callable[[], object]], repeats: int, log, model: nn.Module, y: torch.Tensor
+) -> dict[str, dict]:
     names = list(variants)
+    robust = {}
     for name in names:
-        variants[name]()  # warm-up
+        x_adv = _adversarial(variants[name]())  # warm-up, also scored
+        with torch.no_grad():
+            robust[name] = float((model(x_adv).argmax(1) == y).float().mean())
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
@@ -136,7 +156,10 @@ def time_variants(variants: dict[str, Callable[[], object]], repeats: int, log) 
             variants[name]()
             samples[name].append(time.perf_counter() - tic)
         log(f"  repeat {r + 1}/{repeats} done")
-    return {name: {"median_s": statistics.median(v), "runs_s": v} for name, v in samples.items()}
+    return {
+        name: {"median_s": statistics.median(v), "runs_s": v, "robust_accuracy": robust[name]}
+        for name, v in samples.items()
+    }
 
 
 def ratios(timings: dict[str, dict]) -> dict[str, float]:
@@ -172,10 +195,10 @@ def render(report: dict) -> str:
         lines += [
             f"## {case['model']} (batch {case['batch']}, eps {case['eps']:.4g}, "
             f"clean accuracy {100 * case['clean_accuracy']:.1f} %)",
-            "", "| attack | median s |", "|---|---|",
+            "", "| attack | median s | robust accuracy % |", "|---|---|---|",
         ]
         for name, t in case["timings"].items():
-            lines.append(f"| {name} | {t['median_s']:.3f} |")
+            lines.append(f"| {name} | {t['median_s']:.3f} | {100 * t['robust_accuracy']:.1f} |")
         lines += ["", "| ratio | value |", "|---|---|"]
         for name, value in case["ratios"].items():
             lines.append(f"| {name} | {value:.2f} |")
@@ -203,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     cases: list[tuple] = [("SmallCNN (1x28x28)", SmallCNN().eval(), torch.rand(128 if not args.quick else 8, 1, 28, 28))]
     if not args.quick:
-        cases.append(("ResNet-18 (3x32x32)", ResNet18().eval(), torch.rand(32, 3, 32, 32)))
+        resnet = ResNet18()
+        _randomise_batchnorm(resnet)  # as in bench_core: confident logits, so PGD fools nothing
+        cases.append(("ResNet-18 (3x32x32)", resnet.eval(), torch.rand(32, 3, 32, 32)))
     # A trained model on which the attack succeeds: our PGD stops working on fooled samples.
     from mifpe_plugins.cli import large_margin_mlp, synthetic_clusters
 
@@ -229,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             clean = float((model(x).argmax(1) == y).float().mean())
         log(f"{name}: timing {steps} steps, {repeats} repeats")
-        timings = time_variants(host_variants(model, x, y, steps, eps), repeats, log)
+        timings = time_variants(host_variants(model, x, y, steps, eps), repeats, log, model, y)
         report["cases"].append({
             "model": name, "batch": x.shape[0], "eps": eps, "clean_accuracy": clean,
             "timings": timings, "ratios": ratios(timings),

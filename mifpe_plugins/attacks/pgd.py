@@ -64,6 +64,10 @@ def pgd(
     ``I``, APGD-style momentum 0.75, one start from a uniform point of the ball, the first
     successful adversarial example of each sample kept, and only not-yet-fooled samples move.
 
+    Fooled samples cost nothing: every 5 steps the attacked batch shrinks to the samples still
+    robust (the only host synchronisation in the loop, once per 5 steps), and the run ends when
+    none is left. With a ``callback`` the whole batch is kept so that every report covers it.
+
     Parameters
     ----------
     model : callable
