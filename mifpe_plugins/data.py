@@ -1,13 +1,15 @@
-"""Offline datasets: Fashion-MNIST from its IDX files, plain ``.npz`` files, and a bundled test subset.
+"""Datasets: Fashion-MNIST from its IDX files, torchvision's datasets from a root directory,
+``.npz`` / tensor files, and a bundled Fashion-MNIST test subset.
 
 Everything returns ``(inputs, labels)``: float32 inputs in [0, 1] shaped ``(N, C, H, W)`` and int64
-labels shaped ``(N,)``. Nothing here downloads anything.
+labels shaped ``(N,)``. Only :func:`load_torchvision` with ``download=True`` touches the network.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 from importlib import resources
 from pathlib import Path
 
@@ -17,10 +19,14 @@ from torch import Tensor
 
 __all__ = [
     "FASHION_MNIST_DIR",
-    "read_idx",
+    "TORCHVISION_DATASETS",
+    "bundled_fashion_mnist_test",
+    "load_data",
     "load_fashion_mnist",
     "load_npz",
-    "bundled_fashion_mnist_test",
+    "load_tensors",
+    "load_torchvision",
+    "read_idx",
     "save_npz",
 ]
 
@@ -141,6 +147,144 @@ def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n: int | N
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(f"{path}: {y_key} must have shape ({images.shape[0]},), got {labels.shape}")
     return _take(_as_tensors(np.ascontiguousarray(images), labels), n)
+
+
+def load_tensors(path: str | Path, *, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """Inputs and labels saved with ``torch.save``: a ``(inputs, labels)`` pair or a dict with
+    keys ``x``/``y`` (or ``inputs``/``labels``). Loaded with ``weights_only=True``."""
+    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if isinstance(data, dict):
+        for x_key, y_key in (("x", "y"), ("inputs", "labels")):
+            if x_key in data and y_key in data:
+                data = (data[x_key], data[y_key])
+                break
+        else:
+            raise KeyError(f"{path} holds a dict with keys {sorted(data)}; expected x/y or inputs/labels")
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
+        raise ValueError(f"{path} must hold (inputs, labels) tensors or a dict of them, got {type(data).__name__}")
+    inputs, labels = data
+    if inputs.dtype == torch.uint8:
+        inputs = inputs.float() / 255.0
+    if inputs.dim() == 3:
+        inputs = inputs[:, None]
+    if labels.dim() != 1 or labels.shape[0] != inputs.shape[0]:
+        raise ValueError(f"{path}: labels must have shape ({inputs.shape[0]},), got {tuple(labels.shape)}")
+    return _take((inputs.float().contiguous(), labels.long()), n)
+
+
+#: torchvision dataset names accepted by :func:`load_torchvision`, with the folder torchvision
+#: keeps each one in under ``root``.
+TORCHVISION_DATASETS = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "mnist": "MNIST/raw",
+    "fashion-mnist": "FashionMNIST/raw",
+}
+_TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; the dataset folder is incomplete")
+    with open(path, "rb") as handle:
+        # The CIFAR archives are Python-2 pickles of numpy arrays (what torchvision reads too).
+        return pickle.load(handle, encoding="latin1")
+
+
+def _read_cifar(directory: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        label_key = "labels"
+    else:
+        files, label_key = [split], "fine_labels"
+    batches = [_unpickle(directory / file) for file in files]
+    images = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+    return images, labels
+
+
+def _download_with_torchvision(name: str, root: Path, split: str) -> None:
+    try:
+        import torchvision.datasets as datasets
+    except Exception as error:  # noqa: BLE001 - a broken torchvision raises more than ImportError
+        raise ImportError(
+            f"download=True needs torchvision, which failed to import ({error}); install a torchvision "
+            "that matches your torch, or put the files in place yourself"
+        ) from None
+    getattr(datasets, _TORCHVISION_CLASSES[name])(str(root), train=split == "train", download=True)
+
+
+def load_torchvision(
+    name: str, root: str | Path, *, split: str = "test", n: int | None = None, download: bool = False
+) -> tuple[Tensor, Tensor]:
+    """A torchvision dataset (CIFAR-10/100, MNIST, Fashion-MNIST) from its folder under ``root``.
+
+    The files are read in the layout torchvision keeps them in (``root/cifar-10-batches-py``,
+    ``root/cifar-100-python``, ``root/MNIST/raw``, ``root/FashionMNIST/raw``), so a root already
+    used with ``torchvision.datasets`` works without torchvision itself. With ``download=True`` a
+    missing dataset is fetched by ``torchvision.datasets.<Class>(root, download=True)`` first.
+
+    Parameters
+    ----------
+    name : {"cifar10", "cifar100", "mnist", "fashion-mnist"}
+    root : path
+    split : {"train", "test"}
+    n : int, optional
+        The first ``n`` samples only.
+    download : bool
+        Allow fetching a missing dataset from the internet (off by default).
+    """
+    if name not in TORCHVISION_DATASETS:
+        raise ValueError(f"unknown torchvision dataset {name!r}; known: {', '.join(TORCHVISION_DATASETS)}")
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_FILES)}, got {split!r}")
+    root = Path(root)
+    directory = root / TORCHVISION_DATASETS[name]
+    if not directory.is_dir():
+        if not download:
+            hint = " (or, offline, `apt-get install dataset-fashion-mnist` and the `fashion-mnist` data)" if name == "fashion-mnist" else ""
+            raise FileNotFoundError(
+                f"{name} not found: {directory} does not exist. Allow downloading (download=True, or "
+                f"`--download` on the command line) or put torchvision's files there{hint}"
+            )
+        _download_with_torchvision(name, root, split)
+    if name.startswith("cifar"):
+        images, labels = _read_cifar(directory, name, split)
+    else:
+        image_stem, label_stem = _SPLIT_FILES[split]
+        images, labels = read_idx(_find(directory, image_stem))[:, None], read_idx(_find(directory, label_stem))
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{name} files in {directory} disagree: {images.shape[0]} images, {labels.shape[0]} labels")
+    return _take(_as_tensors(images, labels), n)
+
+
+def load_data(spec: str, *, split: str = "test", n: int | None = None, download: bool = False) -> tuple[Tensor, Tensor]:
+    """Resolve a data specification of the ``mifpe`` command.
+
+    ``bundled`` (the shipped 1 000 Fashion-MNIST test images), ``fashion-mnist`` (Debian's IDX
+    files) or ``fashion-mnist:DIR``, ``cifar10:ROOT`` / ``cifar100:ROOT`` / ``mnist:ROOT``
+    (torchvision's layout), or a path to an ``.npz`` or ``.pt`` file.
+    """
+    kind, _, where = spec.partition(":")
+    if spec == "bundled":
+        if split != "test":
+            raise ValueError("the bundled data is a test subset; use `fashion-mnist` for the training split")
+        return bundled_fashion_mnist_test(n)
+    if kind == "fashion-mnist":
+        if where and (Path(where) / "FashionMNIST").is_dir():
+            return load_torchvision("fashion-mnist", where, split=split, n=n, download=download)
+        return load_fashion_mnist(where or None, split=split, n=n)
+    if kind in TORCHVISION_DATASETS and where:
+        return load_torchvision(kind, where, split=split, n=n, download=download)
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return load_npz(path, n=n)
+    if path.suffix in (".pt", ".pth"):
+        return load_tensors(path, n=n)
+    raise ValueError(
+        f"unknown data {spec!r}; use `bundled`, `fashion-mnist[:DIR]`, `cifar10:ROOT`, `cifar100:ROOT`, "
+        "`mnist:ROOT`, or a path to an .npz or .pt file"
+    )
 
 
 def save_npz(path: str | Path, inputs: Tensor, labels: Tensor) -> None:

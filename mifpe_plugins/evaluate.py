@@ -101,6 +101,7 @@ def evaluate(
     batch_size: int = 256,
     keep_adversarial: bool = False,
     generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
     **attack_kwargs,
 ) -> EvaluationResult:
     """Attack ``inputs`` batch by batch and measure clean and robust accuracy.
@@ -120,6 +121,8 @@ def evaluate(
         Keep the adversarial inputs in the result.
     generator : torch.Generator, optional
         Shared by all batches so each gets fresh random starts; seeded with 0 when omitted.
+    progress : callable, optional
+        Called with the number of samples of each finished batch (e.g. ``Progress.update``).
     **attack_kwargs
         Passed to the attack (``eps``, ``loss``, ``steps``, ...). A per-sample ``eps`` of shape (N,)
         is sliced per batch.
@@ -170,6 +173,8 @@ def evaluate(
         norms.append(norm_of((x_adv - x).detach(), norm))
         if keep_adversarial:
             adversarial.append(x_adv.detach())
+        if progress is not None:
+            progress(x.shape[0])
 
     def cat(parts: list, dtype: torch.dtype) -> Tensor:
         return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=inputs.device)

@@ -47,7 +47,7 @@ def test_evaluate_per_sample_eps_and_bad_input():
 
 
 def test_cli_demo_shows_the_boost(tmp_path, capsys):
-    assert main(["--n", "120", "--steps", "20", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--n", "120", "--steps", "20", "--out", str(tmp_path), "--quiet"]) == 0
     table = capsys.readouterr().out
     assert "| MIFPE loss |" in table
     report = json.loads((tmp_path / "demo.json").read_text())
@@ -61,6 +61,6 @@ def test_cli_demo_shows_the_boost(tmp_path, capsys):
 
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
-        main(["--n", "0"])
+        main(["demo", "--n", "0"])
     with pytest.raises(SystemExit):
-        main(["--eps", "-1"])
+        main(["demo", "--eps", "-1"])

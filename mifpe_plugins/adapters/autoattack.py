@@ -48,6 +48,7 @@ from ._host import require
 __all__ = [
     "mifpe_autoattack",
     "swap_loss",
+    "stock_autoattack",
     "mifpe_apgd",
     "run_standard_evaluation",
     "AutoAttackLike",
@@ -538,18 +539,55 @@ def mifpe_autoattack(
         raise ValueError("is_tf_model=True: AutoAttack then computes its losses in TensorFlow, where no PyTorch loss can reach")
     if device is None:
         device = _default_device(model)
-    cls = _autoattack_class(name)
+    adversary = _construct(_autoattack_class(name), name, model, norm, eps, version, attacks, device, seed, log_path, kwargs)
+    _swap_members(adversary, name, attack_loss, label)
+    return adversary
+
+
+def _construct(
+    cls: type, name: str, model: Callable[[Tensor], Tensor], norm: str, eps: float, version: str,
+    attacks: list[str] | None, device: str | torch.device, seed: int | None,
+    log_path: str | os.PathLike[str] | None, kwargs: dict[str, Any],
+) -> Any:
+    # The two distributions spell the attack list and the log differently.
     if name == "pyautoattack":
         adversary = cls(model, attacks=attacks, device=device, eps=eps, norm=norm, seed=seed, version=version, **kwargs)
         if log_path is not None:
             _log_to_file(adversary, log_path)
-    else:
-        adversary = cls(
-            model, norm=norm, eps=eps, seed=seed, version=version, attacks_to_run=attacks or [],
-            device=device, log_path=None if log_path is None else os.fspath(log_path), **kwargs,
-        )
-    _swap_members(adversary, name, attack_loss, label)
-    return adversary
+        return adversary
+    return cls(
+        model, norm=norm, eps=eps, seed=seed, version=version, attacks_to_run=attacks or [],
+        device=device, log_path=None if log_path is None else os.fspath(log_path), **kwargs,
+    )
+
+
+def stock_autoattack(
+    model: Callable[[Tensor], Tensor],
+    *,
+    norm: str | float = "Linf",
+    eps: float = 8 / 255,
+    version: str = "standard",
+    device: str | torch.device | None = None,
+    seed: int | None = 0,
+    log_path: str | os.PathLike[str] | None = None,
+    attacks_to_run: Sequence[str] | None = None,
+    distribution: str | None = None,
+    **kwargs: Any,
+) -> AutoAttackLike:
+    """The host's own, unmodified ``AutoAttack`` (the baseline of the MIFPE paper's Table 2).
+
+    Same arguments and validation as :func:`mifpe_autoattack`, so that the two differ only in the
+    loss; either distribution's constructor is called with its own spelling. Run it through
+    :func:`run_standard_evaluation` to keep the caller's global RNG.
+    """
+    name = _pick_distribution(distribution)
+    _check_model(model)
+    norm = _check_norm(norm)
+    eps = _check_eps(eps)
+    attacks = _check_attacks(version, attacks_to_run)
+    if device is None:
+        device = _default_device(model)
+    return _construct(_HOSTS[name].AutoAttack, name, model, norm, eps, version, attacks, device, seed, log_path, kwargs)
 
 
 def swap_loss(adversary: object, loss: str | Loss = "mifpe", *, temperature: float = 1.0) -> AutoAttackLike:

@@ -1,0 +1,145 @@
+"""Model specifications of the ``mifpe`` command: zoo models, checkpoint files and RobustBench.
+
+``zoo:<name>``
+    A model of :mod:`mifpe_plugins.zoo` with its shipped weights.
+``robustbench:<name>``
+    ``robustbench.utils.load_model(name, model_dir=..., dataset=..., threat_model=...)``. RobustBench
+    looks for ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` and downloads only when that file
+    is missing, so a checkpoint already in place works offline.
+``<path>.pt`` / ``.pth`` / ``.ts``
+    A TorchScript archive (``torch.jit.save``), or a state dict loaded into ``architecture`` (a name
+    of :data:`mifpe_plugins.zoo.ARCHITECTURES`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import zoo
+
+__all__ = ["LoadedModel", "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREAT_MODELS", "load_model"]
+
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100", "imagenet")
+ROBUSTBENCH_THREAT_MODELS = ("Linf", "L2", "corruptions")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode and where it came from (recorded in every result file)."""
+
+    model: nn.Module
+    spec: str
+    source: dict = field(default_factory=dict)
+
+
+def _is_torchscript(path: Path) -> bool:
+    # torch.jit.save writes a zip archive with a code/ folder; torch.save's state dicts have none.
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+
+
+def _load_file(path: Path, architecture: str | None) -> tuple[nn.Module, dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if _is_torchscript(path):
+        return torch.jit.load(str(path), map_location="cpu"), {"kind": "torchscript", "path": str(path)}
+    if architecture is None:
+        raise ValueError(
+            f"{path} is not a TorchScript archive, so it is read as a state dict and needs an architecture: "
+            f"pass architecture= (--arch) one of {', '.join(sorted(zoo.ARCHITECTURES))}"
+        )
+    model = zoo.load_state_dict_into(zoo.build(architecture), path, architecture=architecture)
+    return model, {"kind": "state_dict", "path": str(path), "architecture": architecture}
+
+
+def _load_robustbench(
+    name: str, model_dir: str | Path, dataset: str, threat_model: str, download: bool
+) -> tuple[nn.Module, dict]:
+    if dataset not in ROBUSTBENCH_DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(ROBUSTBENCH_DATASETS)}, got {dataset!r}")
+    if threat_model not in ROBUSTBENCH_THREAT_MODELS:
+        raise ValueError(f"threat_model must be one of {', '.join(ROBUSTBENCH_THREAT_MODELS)}, got {threat_model!r}")
+    try:
+        from robustbench.utils import load_model as robustbench_load_model
+    except Exception as error:  # noqa: BLE001 - robustbench fails with ImportError or its deps' errors
+        raise ImportError(
+            f"`robustbench:` models need the robustbench package, which failed to import ({type(error).__name__}: "
+            f"{error}). Install it with `pip install \"mifpe-plugins[robustbench]\"`; PyPI's robustbench also "
+            "imports upstream AutoAttack (`pip install git+https://github.com/fra31/auto-attack`)"
+        ) from None
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    known = model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+    if name not in known:
+        raise ValueError(
+            f"unknown RobustBench model {name!r} for {dataset}/{threat_model}; "
+            f"{len(known)} known, e.g. {', '.join(sorted(known)[:6])}"
+        )
+    checkpoint = Path(model_dir) / dataset / threat_model / f"{name}.pt"
+    if not download and not checkpoint.is_file() and known[name].get("gdrive_id") is not None:
+        raise FileNotFoundError(
+            f"RobustBench checkpoint {checkpoint} is missing and downloading is off: put the file there "
+            "(RobustBench's own layout <model_dir>/<dataset>/<threat_model>/<name>.pt) or allow the "
+            "download (download=True, `--download`)"
+        )
+    try:
+        model = robustbench_load_model(model_name=name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
+    except RuntimeError as error:
+        if "state_dict" not in str(error):
+            raise
+        first_line = str(error).splitlines()[0]
+        raise ValueError(f"checkpoint {checkpoint} does not match RobustBench's {name} architecture: {first_line}") from None
+    return model, {
+        "kind": "robustbench", "name": name, "dataset": dataset, "threat_model": threat_model,
+        "checkpoint": str(checkpoint),
+    }
+
+
+def load_model(
+    spec: str,
+    *,
+    architecture: str | None = None,
+    model_dir: str | Path = "models",
+    dataset: str = "cifar10",
+    threat_model: str = "Linf",
+    download: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """Resolve a model specification into an eval-mode model on ``device`` in ``dtype``.
+
+    Parameters
+    ----------
+    spec : str
+        ``zoo:<name>``, ``robustbench:<name>`` or a path to a ``.pt`` / ``.pth`` / ``.ts`` file.
+    architecture : str, optional
+        For state-dict files: a name of :data:`mifpe_plugins.zoo.ARCHITECTURES`.
+    model_dir, dataset, threat_model : optional
+        For ``robustbench:``, passed to ``robustbench.utils.load_model``.
+    download : bool
+        For ``robustbench:``, let RobustBench download a missing checkpoint (off by default: a
+        missing file is an error).
+    device, dtype : optional
+        Where the model runs and in which floating dtype.
+    """
+    kind, sep, name = spec.partition(":")
+    if sep and kind == "zoo":
+        model, source = zoo.load(name), {"kind": "zoo", "name": name, **{"log": zoo.training_log(name)}}
+    elif sep and kind == "robustbench":
+        model, source = _load_robustbench(name, model_dir, dataset, threat_model, download)
+    elif Path(spec).suffix in (".pt", ".pth", ".ts"):
+        model, source = _load_file(Path(spec), architecture)
+    else:
+        raise ValueError(
+            f"unknown model {spec!r}: use zoo:<name> (one of {', '.join(sorted(zoo.RECIPES))}), "
+            "robustbench:<name>, or a path to a .pt/.pth/.ts file"
+        )
+    return LoadedModel(model.to(device=device, dtype=dtype).eval(), spec, source)

@@ -1,0 +1,435 @@
+"""The MIFPE paper's Tables 1-3 on any model: the engine of ``mifpe table1 / table2 / table3``.
+
+Every number is robust accuracy in % (lower = stronger attack); a sample is robust when it is
+classified correctly both clean and after the attack. Each function returns a JSON-ready report
+with the paper's numbers beside ours; :func:`write_report` writes it as Markdown, JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .evaluate import evaluate
+from .losses import top_margin
+from .numerics import underflow_threshold
+from .progress import Progress
+
+__all__ = [
+    "Cell", "Evaluation", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TABLE1_LOSSES", "table1", "table2",
+    "table3", "write_report",
+]
+
+#: MIFPE paper, Table 2 (CIFAR-10, eps = 0.031, the Neural-level-sets RN-18 model; the caption says
+#: TRADES, the numbers are Table 1's Neural-level-sets row): attack -> (original loss, MIFPE).
+PAPER_TABLE2 = {"FGSM": (79.83, 49.76), "PGD-100": (79.79, 40.06), "APGD_DLR-100": (45.90, 40.49), "AA (4900)": (40.22, 39.89)}
+
+#: MIFPE paper, Table 3 (CIFAR-10, PGD-100; the numbers match Table 1's TRADES WRN-34-10 row):
+#: configuration -> {loss: robust accuracy}.
+PAPER_TABLE3 = {
+    "PGD": {"ce": 55.46, "cw": 54.23, "dlr": 54.39, "mifpe": 53.42},
+    "+ momentum": {"ce": 55.25, "cw": 54.02, "dlr": 54.18, "mifpe": 53.23},
+    "+ step-size schedule": {"ce": 55.21, "cw": 53.94, "dlr": 54.11, "mifpe": 53.22},
+}
+
+#: MIFPE paper, Table 1 rows that our zoo models stand in for (MNIST eps = 0.3 unless noted):
+#: zoo name -> (paper row, clean, {loss: PGD-100}, best known).
+PAPER_TABLE1 = {
+    "large-margin": ("MNIST Neural level sets, SmallCNN", 99.35, {"ce": 99.28, "cw": 94.68, "dlr": 95.09, "mifpe": 94.67}, 90.85),
+    "trades": ("MNIST TRADES, SmallCNN", 99.48, {"ce": 93.69, "cw": 93.88, "dlr": 94.49, "mifpe": 93.67}, 92.71),
+    "pgd-at": ("MNIST Robust optimization (Madry PGD-AT), SmallCNN", 99.35, {"ce": 93.06, "cw": 93.19, "dlr": 93.63, "mifpe": 92.88}, 90.85),
+    "fast-at": ("MNIST Fast adversarial training, SmallCNN", 98.50, {"ce": 86.82, "cw": 86.96, "dlr": 87.42, "mifpe": 86.57}, 82.93),
+    "normalized-logit": ("CIFAR-10 Hypersphere embedding, WRN-34-20 (eps 8/255)", 85.14, {"ce": 61.43, "cw": 55.35, "dlr": 56.21, "mifpe": 53.85}, 53.74),
+}
+
+TABLE1_LOSSES = ("ce", "cw", "dlr", "mifpe")
+
+# Table 3's rows: PGD-100 with the best point kept, adding APGD-style momentum, then the schedule.
+TABLE3_CONFIGS = {
+    "PGD": {"momentum": None, "schedule": "constant"},
+    "+ momentum": {"momentum": 0.75, "schedule": "constant"},
+    "+ step-size schedule": {"momentum": 0.75, "schedule": "linear"},
+}
+
+
+@dataclass
+class Cell:
+    """One attack's outcome on the whole evaluation set."""
+
+    robust_accuracy: float
+    seconds: float
+    gradient_evaluations: int | None
+    robust: Tensor = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {
+            "robust_accuracy": self.robust_accuracy, "seconds": round(self.seconds, 3),
+            "gradient_evaluations": self.gradient_evaluations,
+        }
+
+
+@dataclass
+class Evaluation:
+    """A model, an evaluation set and the budget every attack of a table shares.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on the inputs' device and dtype.
+    inputs, labels : Tensor
+        The evaluation set, on the model's device.
+    eps : float
+        L-inf radius.
+    steps : int
+        Iterations of PGD and APGD (100 in the paper).
+    batch_size : int
+        Samples per attack call.
+    seed : int
+        Seeds every attack's generator (and AutoAttack's own seed).
+    show_progress : bool
+        Draw progress bars on stderr.
+    """
+
+    model: nn.Module
+    inputs: Tensor
+    labels: Tensor
+    eps: float
+    steps: int = 100
+    batch_size: int = 250
+    seed: int = 0
+    show_progress: bool = True
+    _clean: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.numel())
+
+    def clean_correct(self) -> Tensor:
+        if self._clean is None:
+            with torch.no_grad():
+                self._clean = torch.cat([
+                    self.model(x).argmax(1) == y
+                    for x, y in zip(self.inputs.split(self.batch_size), self.labels.split(self.batch_size), strict=True)
+                ])
+        return self._clean
+
+    def margin_statistics(self) -> dict:
+        """Share of correctly classified samples whose top-2 logit gap exceeds lambda of the dtype."""
+        with torch.no_grad():
+            logits = torch.cat([self.model(x) for x in self.inputs.split(self.batch_size)])
+        correct = logits.argmax(1) == self.labels
+        delta = top_margin(logits)[correct]
+        lam = underflow_threshold(self.inputs.dtype)
+        share = 100 * float((delta >= lam).float().mean()) if delta.numel() else 0.0
+        median = float(delta.float().median()) if delta.numel() else float("nan")
+        return {"lambda": lam, "share_of_margins_above_lambda": share, "margin_median": median}
+
+    def core(self, attack: str, loss: str, desc: str, **kwargs) -> Cell:
+        """Robust accuracy under a core attack (``fgsm``, ``pgd``, ``apgd``) with ``loss``."""
+        generator = torch.Generator(device=self.inputs.device).manual_seed(self.seed)
+        if attack != "fgsm":
+            kwargs.setdefault("steps", self.steps)
+        with Progress(self.n, desc, enabled=self.show_progress) as bar:
+            result = evaluate(
+                self.model, self.inputs, self.labels, attack=attack, loss=loss, eps=self.eps,
+                batch_size=self.batch_size, generator=generator, progress=bar.update, **kwargs,
+            )
+        return Cell(100 * result.robust_accuracy, result.seconds, result.gradient_evaluations, result.robust_correct)
+
+    def autoattack(self, loss: str, desc: str) -> Cell:
+        """Robust accuracy under AutoAttack (standard version, L-inf) with its own losses
+        (``loss="original"``) or with MIFPE in APGD and APGD-T (``loss="mifpe"``)."""
+        from .adapters import autoattack as aa
+
+        common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.inputs.device, "seed": self.seed}
+        adversary = aa.stock_autoattack(self.model, **common) if loss == "original" else aa.mifpe_autoattack(self.model, loss=loss, **common)
+        classes = int(self.model(self.inputs[:1]).shape[1])
+        for member in ("apgd_targeted", "fab"):
+            attack = getattr(adversary, member, None)
+            if attack is not None and hasattr(attack, "n_target_classes"):
+                attack.n_target_classes = min(attack.n_target_classes, classes - 1)
+        logger = logging.getLogger("auto-attack")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{desc}: %(message)s"))
+        previous_level = logger.level
+        if self.show_progress:
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
+        # The distributions name the batch-size keyword differently.
+        size_keyword = "batch_size" if aa._distribution_of(adversary, "autoattack") == "pyautoattack" else "bs"
+        tic = time.perf_counter()
+        try:
+            outcome = aa.run_standard_evaluation(adversary, self.inputs, self.labels, **{size_keyword: self.batch_size})
+        finally:
+            if self.show_progress:
+                logger.removeHandler(handler)
+                logger.setLevel(previous_level)
+        seconds = time.perf_counter() - tic
+        x_adv = outcome[0] if isinstance(outcome, tuple) else outcome
+        with torch.no_grad():
+            adv_correct = torch.cat([
+                self.model(x).argmax(1) == y
+                for x, y in zip(x_adv.split(self.batch_size), self.labels.split(self.batch_size), strict=True)
+            ])
+        robust = self.clean_correct() & adv_correct
+        return Cell(100 * float(robust.float().mean()), seconds, None, robust)
+
+
+def _header(evaluation: Evaluation, command: str, extra: dict) -> dict:
+    device = evaluation.inputs.device
+    return {
+        "command": command,
+        "mifpe_plugins": __version__,
+        "commit": _git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "dtype": str(evaluation.inputs.dtype).removeprefix("torch."),
+        "n": evaluation.n,
+        "eps": evaluation.eps,
+        "steps": evaluation.steps,
+        "seed": evaluation.seed,
+        "batch_size": evaluation.batch_size,
+        **extra,
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.system()}"
+
+
+def table2(
+    evaluation: Evaluation, *, attacks: Sequence[str] = ("fgsm", "pgd", "apgd", "autoattack"), command: str = "", extra: dict | None = None,
+) -> dict:
+    """The MIFPE paper's Table 2: each attack with its original loss and with MIFPE, and the boost.
+
+    FGSM and PGD-``steps`` (the Table-1 protocol) use CE originally; APGD-``steps`` uses DLR
+    (APGD_DLR); AutoAttack is the standard version, with MIFPE in its APGD and APGD-T.
+    """
+    steps = evaluation.steps
+    plan = {
+        "fgsm": ("FGSM", lambda loss, desc: evaluation.core("fgsm", loss, desc), "ce"),
+        "pgd": (f"PGD-{steps}", lambda loss, desc: evaluation.core("pgd", loss, desc), "ce"),
+        "apgd": (f"APGD_DLR-{steps}", lambda loss, desc: evaluation.core("apgd", loss, desc), "dlr"),
+        "autoattack": ("AutoAttack", lambda loss, desc: evaluation.autoattack(loss, desc), "standard"),
+    }
+    unknown = [a for a in attacks if a not in plan]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(plan)}")
+    rows = []
+    for key in attacks:
+        title, run, original_loss = plan[key]
+        original = run("original" if key == "autoattack" else original_loss, f"{title} original loss")
+        improved = run("mifpe", f"{title} MIFPE")
+        paper_key = {"fgsm": "FGSM", "pgd": "PGD-100", "apgd": "APGD_DLR-100", "autoattack": "AA (4900)"}[key]
+        rows.append({
+            "attack": title, "original_loss": original_loss,
+            "original": original.to_json(), "mifpe": improved.to_json(),
+            "boost": original.robust_accuracy - improved.robust_accuracy,
+            "paper": {"attack": paper_key, **dict(zip(("original", "mifpe"), PAPER_TABLE2[paper_key], strict=True))},
+        })
+    clean = 100 * float(evaluation.clean_correct().float().mean())
+    return {"table": "table2", **_header(evaluation, command, extra or {}), "clean_accuracy": clean,
+            **evaluation.margin_statistics(), "rows": rows}
+
+
+def table1(
+    evaluations: dict[str, Evaluation], *, losses: Sequence[str] = TABLE1_LOSSES, autoattack: bool = True,
+    command: str = "", extra: dict | None = None,
+) -> dict:
+    """The MIFPE paper's Table 1: PGD-``steps`` per loss on each model, clean accuracy, AutoAttack
+    (the "best" column) and the per-sample worst case over every attack run."""
+    rows = []
+    first = next(iter(evaluations.values()))
+    for name, evaluation in evaluations.items():
+        cells = {loss: evaluation.core("pgd", loss, f"{name} PGD-{evaluation.steps} {loss}") for loss in losses}
+        robust_everywhere = evaluation.clean_correct().clone()
+        for cell in cells.values():
+            robust_everywhere &= cell.robust
+        row = {
+            "model": name, "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
+            **evaluation.margin_statistics(),
+            "pgd": {loss: cell.to_json() for loss, cell in cells.items()},
+        }
+        if autoattack:
+            aa = evaluation.autoattack("original", f"{name} AutoAttack")
+            row["autoattack"] = aa.to_json()
+            robust_everywhere &= aa.robust
+        row["worst_case"] = 100 * float(robust_everywhere.float().mean())
+        key = name.removeprefix("zoo:")
+        if key in PAPER_TABLE1:
+            paper_row, clean, pgd, best = PAPER_TABLE1[key]
+            row["paper"] = {"row": paper_row, "clean_accuracy": clean, "pgd": pgd, "best": best}
+        rows.append(row)
+    return {"table": "table1", **_header(first, command, extra or {}), "losses": list(losses), "rows": rows}
+
+
+def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, command: str = "", extra: dict | None = None) -> dict:
+    """The MIFPE paper's Table 3 (ablation): PGD-``steps`` per loss, plain (constant step
+    2.5 eps / steps), then with momentum 0.75, then with the 2 eps (1 - i / I) schedule."""
+    rows = []
+    for config, settings in TABLE3_CONFIGS.items():
+        cells = {loss: evaluation.core("pgd", loss, f"{config} {loss}", **settings) for loss in losses}
+        rows.append({
+            "configuration": config, **{k: v for k, v in settings.items()},
+            "results": {loss: cell.to_json() for loss, cell in cells.items()},
+            "paper": PAPER_TABLE3[config],
+        })
+    clean = 100 * float(evaluation.clean_correct().float().mean())
+    return {"table": "table3", **_header(evaluation, command, extra or {}), "clean_accuracy": clean,
+            **evaluation.margin_statistics(), "losses": list(losses), "rows": rows}
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------
+
+_LOSS_TITLES = {"ce": "CE", "cw": "C&W", "dlr": "DLR", "mifpe": "MIFPE"}
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return lines
+
+
+def _rows_table2(report: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["", *[r["attack"] for r in report["rows"]]]
+    body = [
+        ["original loss", *[f"{_f(r['original']['robust_accuracy'])} ({r['original_loss']})" for r in report["rows"]]],
+        ["MIFPE loss", *[_f(r["mifpe"]["robust_accuracy"]) for r in report["rows"]]],
+        ["boost", *[_f(r["boost"]) for r in report["rows"]]],
+        ["seconds, original / MIFPE", *[f"{r['original']['seconds']:.1f} / {r['mifpe']['seconds']:.1f}" for r in report["rows"]]],
+    ]
+    return head, body
+
+
+def _rows_table1(report: dict) -> tuple[list[str], list[list[str]]]:
+    losses = report["losses"]
+    head = ["model", "clean", *[f"{_LOSS_TITLES.get(loss, loss)} PGD" for loss in losses], "AutoAttack", "worst case", "margins > λ %"]
+    body = []
+    for r in report["rows"]:
+        aa = r.get("autoattack", {}).get("robust_accuracy")
+        body.append([r["model"], _f(r["clean_accuracy"]), *[_f(r["pgd"][loss]["robust_accuracy"]) for loss in losses],
+                     _f(aa), _f(r["worst_case"]), f"{r['share_of_margins_above_lambda']:.1f}"])
+    return head, body
+
+
+def _rows_table3(report: dict) -> tuple[list[str], list[list[str]]]:
+    losses = report["losses"]
+    head = ["configuration", *[_LOSS_TITLES.get(loss, loss) for loss in losses]]
+    body = [[r["configuration"], *[_f(r["results"][loss]["robust_accuracy"]) for loss in losses]] for r in report["rows"]]
+    return head, body
+
+
+_RENDERERS: dict[str, Callable[[dict], tuple[list[str], list[list[str]]]]] = {
+    "table1": _rows_table1, "table2": _rows_table2, "table3": _rows_table3,
+}
+
+
+def _paper_lines(report: dict) -> list[str]:
+    kind = report["table"]
+    if kind == "table2":
+        rows = report["rows"]
+        lines = ["", "The paper's Table 2 (CIFAR-10 Neural level sets RN-18, eps 0.031):", ""]
+        return lines + _table(
+            ["", *[r["paper"]["attack"] for r in rows]],
+            [["original loss", *[_f(r["paper"]["original"]) for r in rows]],
+             ["MIFPE loss", *[_f(r["paper"]["mifpe"]) for r in rows]],
+             ["boost", *[_f(r["paper"]["original"] - r["paper"]["mifpe"]) for r in rows]]],
+        )
+    if kind == "table3":
+        losses = report["losses"]
+        lines = ["", "The paper's Table 3 (CIFAR-10, PGD-100; numbers of the TRADES WRN-34-10 row):", ""]
+        return lines + _table(["configuration", *[_LOSS_TITLES.get(x, x) for x in losses]],
+                              [[r["configuration"], *[_f(r["paper"].get(x)) for x in losses]] for r in report["rows"]])
+    rows = [r for r in report["rows"] if "paper" in r]
+    if not rows:
+        return []
+    losses = [x for x in report["losses"] if x in TABLE1_LOSSES]
+    lines = ["", "The paper's Table 1 rows these models stand in for (MNIST eps 0.3, CIFAR-10 eps 8/255):", ""]
+    return lines + _table(
+        ["our model", "paper row", "clean", *[f"{_LOSS_TITLES[x]} PGD" for x in losses], "best (>= 4900 its)"],
+        [[r["model"], r["paper"]["row"], _f(r["paper"]["clean_accuracy"]), *[_f(r["paper"]["pgd"][x]) for x in losses],
+          _f(r["paper"]["best"])] for r in rows],
+    )
+
+
+def to_markdown(report: dict) -> str:
+    """The report as a Markdown table with its provenance and the paper's numbers."""
+    head, body = _RENDERERS[report["table"]](report)
+    intro = [
+        f"Robust accuracy %, lower = stronger attack. {report['n']} samples, L-inf eps = {report['eps']:g}, "
+        f"{report['steps']} iterations, {report['dtype']} on {report['device']}, seed {report['seed']}.",
+    ]
+    if "clean_accuracy" in report:
+        intro.append(
+            f"Clean accuracy {report['clean_accuracy']:.2f} %; {report['share_of_margins_above_lambda']:.1f} % of the "
+            f"correctly classified samples have a top-2 logit gap above lambda = {report['lambda']:.2f} (median "
+            f"{report['margin_median']:.1f})."
+        )
+    provenance = (f"`{report['command']}` — mifpe_plugins {report['mifpe_plugins']} (commit {report['commit']}), "
+                  f"torch {report['torch']}, {report['machine']}, {report['date']}.")
+    return "\n".join([*intro, "", *_table(head, body), *_paper_lines(report), "", provenance]) + "\n"
+
+
+def to_csv(report: dict) -> str:
+    """The report's table as CSV (one line per row of the Markdown table)."""
+    head, body = _RENDERERS[report["table"]](report)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([h or "row" for h in head])
+    writer.writerows(body)
+    return buffer.getvalue()
+
+
+def write_report(report: dict, out_dir: str | Path, stem: str | None = None) -> list[Path]:
+    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.csv`` into ``out_dir``; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = stem or report["table"]
+    paths = [out / f"{stem}.md", out / f"{stem}.json", out / f"{stem}.csv"]
+    paths[0].write_text(f"# {stem}\n\n" + to_markdown(report))
+    paths[1].write_text(json.dumps(report, indent=2) + "\n")
+    paths[2].write_text(to_csv(report))
+    return paths

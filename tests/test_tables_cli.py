@@ -1,0 +1,146 @@
+"""The `mifpe` command's tables end to end, on tiny models and a handful of samples."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import large_margin_problem
+
+from mifpe_plugins import tables
+from mifpe_plugins.cli import main
+
+
+@pytest.fixture
+def toy_files(tmp_path):
+    """A large-margin linear model (every margin > 2 lambda in fp32) as TorchScript, and its data."""
+    model, x, y = large_margin_problem(torch.float32, n=12)
+    model_path = tmp_path / "toy.ts"
+    torch.jit.script(model).save(str(model_path))
+    data_path = tmp_path / "toy.npz"
+    np.savez(data_path, x=x.numpy(), y=y.numpy())
+    return model_path, data_path
+
+
+def _run(capsys, *argv):
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_table2_structure_and_boost_sign(toy_files, tmp_path, capsys):
+    model_path, data_path = toy_files
+    out = tmp_path / "out"
+    printed = _run(capsys, "table2", "--model", str(model_path), "--data", str(data_path), "--eps", "0.3",
+                   "--steps", "10", "--out", str(out), "--quiet")
+    report = json.loads((out / "table2-toy.json").read_text())
+    assert [r["attack"] for r in report["rows"]] == ["FGSM", "PGD-10", "APGD_DLR-10", "AutoAttack"]
+    assert report["n"] == 12 and report["eps"] == 0.3 and report["dtype"] == "float32"
+    assert report["clean_accuracy"] == 100.0
+    assert report["share_of_margins_above_lambda"] == 100.0
+    assert report["model_source"]["kind"] == "torchscript"
+    rows = {r["attack"]: r for r in report["rows"]}
+    # CE's gradient is exactly zero here: FGSM and PGD with CE only get their random start, MIFPE
+    # follows the gradient.
+    for attack in ("FGSM", "PGD-10"):
+        assert rows[attack]["original"]["robust_accuracy"] >= 70
+        assert rows[attack]["boost"] > 40
+        assert rows[attack]["boost"] == pytest.approx(
+            rows[attack]["original"]["robust_accuracy"] - rows[attack]["mifpe"]["robust_accuracy"]
+        )
+    # DLR and AutoAttack do not underflow, so MIFPE's boost there is small.
+    assert rows["AutoAttack"]["original"]["robust_accuracy"] < 50
+    assert abs(rows["AutoAttack"]["boost"]) <= 20
+    assert rows["PGD-10"]["paper"] == {"attack": "PGD-100", "original": 79.79, "mifpe": 40.06}
+    # Markdown, JSON and CSV carry the same table.
+    markdown = (out / "table2-toy.md").read_text()
+    assert "| MIFPE loss |" in markdown and "| MIFPE loss |" in printed
+    assert "The paper's Table 2" in markdown and report["command"].startswith("mifpe table2")
+    with open(out / "table2-toy.csv") as handle:
+        lines = list(csv.reader(handle))
+    assert lines[0] == ["row", "FGSM", "PGD-10", "APGD_DLR-10", "AutoAttack"]
+    assert lines[2][2] == f"{rows['PGD-10']['mifpe']['robust_accuracy']:.2f}"
+
+
+def test_table1_and_table3(toy_files, tmp_path, capsys):
+    model_path, data_path = toy_files
+    out = tmp_path / "out"
+    common = ["--data", str(data_path), "--eps", "0.3", "--steps", "5", "--out", str(out), "--quiet"]
+    copy = tmp_path / "copy.ts"
+    copy.write_bytes(model_path.read_bytes())
+    _run(capsys, "table1", "--models", f"{model_path},{copy}", "--losses", "ce,mifpe", "--no-autoattack", *common)
+    report = json.loads((out / "table1.json").read_text())
+    assert len(report["rows"]) == 2 and report["losses"] == ["ce", "mifpe"]
+    row = report["rows"][0]
+    assert row["pgd"]["ce"]["robust_accuracy"] >= 70
+    assert row["worst_case"] <= min(cell["robust_accuracy"] for cell in row["pgd"].values())
+    assert "autoattack" not in row
+
+    _run(capsys, "table3", "--model", str(model_path), "--losses", "ce,cw,mifpe", *common)
+    report = json.loads((out / "table3-toy.json").read_text())
+    assert [r["configuration"] for r in report["rows"]] == ["PGD", "+ momentum", "+ step-size schedule"]
+    assert report["rows"][0]["momentum"] is None and report["rows"][2]["schedule"] == "linear"
+    for r in report["rows"]:
+        assert r["results"]["ce"]["robust_accuracy"] >= 70
+        assert r["results"]["mifpe"]["robust_accuracy"] < r["results"]["ce"]["robust_accuracy"] - 40
+        assert r["paper"]["mifpe"] < r["paper"]["ce"]
+
+
+def test_table1_names_paper_rows_for_zoo_models():
+    evaluation_rows = {name: tables.PAPER_TABLE1[name][0] for name in ("large-margin", "trades", "pgd-at", "fast-at")}
+    assert evaluation_rows["large-margin"].startswith("MNIST Neural level sets")
+
+
+def test_zoo_model_on_bundled_data(capsys, tmp_path):
+    # the default command's path: zoo model, bundled data; a few samples and one cheap attack
+    printed = _run(capsys, "table2", "--n", "8", "--attacks", "fgsm", "--out", str(tmp_path), "--quiet")
+    report = json.loads((tmp_path / "table2-zoo-large-margin.json").read_text())
+    assert report["model"] == "zoo:large-margin" and report["data"] == "bundled" and report["eps"] == 0.1
+    assert report["model_source"] == {"kind": "zoo", "name": "large-margin"}
+    assert "| FGSM |" in printed
+
+
+def test_cli_zoo_list(capsys):
+    printed = _run(capsys, "zoo", "list")
+    for name in ("standard", "large-margin", "pgd-at", "trades", "fast-at", "normalized-logit", "binarized"):
+        assert f"zoo:{name}" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["table2", "--model", "zoo:nope"], "unknown zoo model 'nope'; known: binarized, fast-at"),
+        (["table2", "--model", "resnet"], "use zoo:<name>"),
+        (["table2", "--n", "5000", "--attacks", "fgsm"], "n=5000 is larger than the data (1000 samples)"),
+        (["table2", "--n", "0"], "must be an integer >= 1"),
+        (["table2", "--eps", "-1"], "must be a number >= 0"),
+        (["table2", "--attacks", "fgsm,cw"], "--attacks: unknown cw; choose from fgsm, pgd, apgd, autoattack"),
+        (["table2", "--data", "fashion-mnist:/nonexistent"], "apt-get install dataset-fashion-mnist"),
+        (["table2", "--data", "cifar10:/nonexistent"], "--download"),
+        (["table1", "--losses", "ce,xent"], "xent"),
+        (["table1", "--models", "zoo:standard,zoo:standard"], "--models lists zoo:standard more than once"),
+        (["table2", "--dtype", "float16", "--device", "meta"], "--device"),
+        (["zoo", "train", "nope"], "unknown zoo model 'nope'"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_model_with_one_output_is_rejected(tmp_path, capsys):
+    model_path = tmp_path / "one.ts"
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 1))).save(str(model_path))
+    with pytest.raises(SystemExit):
+        main(["table2", "--model", str(model_path), "--n", "4", "--attacks", "fgsm", "--quiet"])
+    assert "classes >= 2" in capsys.readouterr().err
+
+
+def test_cli_leaves_the_global_rng_alone(toy_files, tmp_path, capsys):
+    model_path, data_path = toy_files
+    state = torch.get_rng_state()
+    _run(capsys, "table2", "--model", str(model_path), "--data", str(data_path), "--eps", "0.3", "--steps", "3",
+         "--attacks", "fgsm,pgd,apgd", "--out", str(tmp_path), "--quiet")
+    assert torch.equal(state, torch.get_rng_state())
