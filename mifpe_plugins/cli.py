@@ -5,8 +5,9 @@
 lambda ~ 103) and the shipped 1 000 test images: FGSM, PGD-100, APGD-DLR-100 and AutoAttack, each
 with its original loss and with MIFPE, and the boost MIFPE gives.
 
-Subcommands: ``table2``, ``table1``, ``table3`` (the paper's tables), ``zoo`` (list or retrain the
-model zoo) and ``demo`` (the same comparison on a synthetic problem, in seconds).
+Subcommands: ``table2``, ``table1``, ``table3`` (the paper's tables), ``diagnose`` (the
+floating-point audit of a model, with the papers' figures), ``zoo`` (list or retrain the model zoo)
+and ``demo`` (the same comparison on a synthetic problem, in seconds).
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, n_default: int | None, out_d
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mifpe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mifpe_plugins {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,zoo,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,diagnose,zoo,demo}")
 
     t2 = sub.add_parser("table2", help="Table 2: FGSM, PGD, APGD-DLR, AutoAttack with their original loss vs MIFPE (default)")
     t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, robustbench:<name> or a .pt/.pth/.ts file (default zoo:large-margin)")
@@ -212,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     t3.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
     t3.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
     _add_run_options(t3, n_default=None, out_default="mifpe-results")
+
+    dg = sub.add_parser("diagnose", help="floating-point audit of a model: margins, zero gradients, FT/FNZ-PGD, convergence, PGD++, CLEVER, verdict")
+    dg.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
+    dg.add_argument("--quick", action="store_true", help="a few-minute audit: 200 samples, 20 iterations, 5 temperatures, short CLEVER")
+    dg.add_argument("--dtypes", default="float16,float32,float64", help="precisions of the per-precision analyses")
+    dg.add_argument("--l2-eps", type=_non_negative_float, default=1.5, help="L2 radius of the PGD++ comparison (default 1.5)")
+    dg.add_argument("--no-clever", action="store_true", help="skip the CLEVER comparison (needs ART)")
+    _add_run_options(dg, n_default=None, out_default="mifpe-diagnosis")
+    dg.set_defaults(steps=None)
 
     zoo_parser = sub.add_parser("zoo", help="list the model zoo, or retrain a model")
     zoo_sub = zoo_parser.add_subparsers(dest="zoo_command", required=True, metavar="{list,train}")
@@ -358,6 +368,38 @@ def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return _finish(report, args, f"table3-{_slug(args.model)}")
 
 
+def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from dataclasses import replace
+
+    from .diagnose import DTYPES, Audit, Budget, diagnose, write_diagnosis
+    from .tables import _header
+
+    budget = Budget.quick() if args.quick else Budget()
+    if args.steps is not None:
+        budget = replace(budget, steps=args.steps)
+    dtypes = tuple(_split_list(args.dtypes, "--dtypes", tuple(DTYPES)))
+    device, dtype = _device_and_dtype(args)
+    for name in dtypes:
+        _device_and_dtype(argparse.Namespace(device=args.device, dtype=name))
+    x, y = _load_data(args)
+    if args.n is None:
+        # without --n: the first 200 (--quick) or 500 samples, or all when there are fewer
+        count = min(200 if args.quick else 500, x.shape[0])
+        x, y = x[:count], y[:count]
+    evaluation, source = _evaluation(args.model, args, device, dtype, (x, y))
+    audit = Audit(eps=args.eps, l2_eps=args.l2_eps, budget=budget, dtypes=dtypes, seed=args.seed,
+                  clever=not args.no_clever, show_progress=not args.quiet)
+    report = diagnose(evaluation.model, evaluation.inputs, evaluation.labels, audit)
+    evaluation.steps = budget.steps
+    header = _header(evaluation, _command_line(argv), {"model": args.model, "model_source": source, "data": args.data})
+    report = {**header, **report}
+    print(report["verdict"])
+    paths = write_diagnosis(report, args.out)
+    if not args.quiet:
+        print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
+    return report
+
+
 def run_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
@@ -399,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     if args.eps is None:
         args.eps = _default_eps(args.data)
-    runners = {"table1": run_table1, "table2": run_table2, "table3": run_table3}
+    runners = {"table1": run_table1, "table2": run_table2, "table3": run_table3, "diagnose": run_diagnose}
     try:
         runners[args.command](args, argv)
     except (ValueError, FileNotFoundError, ImportError, KeyError) as error:

@@ -1,0 +1,621 @@
+"""The floating-point audit of a model: is its robustness real, or an artifact of the attack's
+arithmetic? The MIFPE paper's Figures 2-8 and the PGD++ paper's gradient-masking tables and
+CLEVER comparison, as analyses of any model (``mifpe diagnose``).
+
+Every analysis is a function returning a JSON-ready dict; :func:`diagnose` runs them all and
+:func:`write_diagnosis` writes ``report.md``, ``report.json`` and one PNG per figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attacks import fgsm, pgd
+from .losses import get_loss, mifpe, tempered, top_margin
+from .numerics import underflow_threshold
+from .progress import Progress
+
+__all__ = [
+    "DTYPES", "Budget", "clever", "convergence_and_margins", "diagnose", "fnz_pgd", "ft_pgd", "gradient_relative_error",
+    "margin_distribution", "pgdpp_comparison", "softmax_gradient_error", "verdict", "write_diagnosis",
+    "zero_gradient_ratio",
+]
+
+#: The precisions of the audit, by name.
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+
+#: PGD++ paper, Tables 2-5 headline (CIFAR-10 ResNet-18 BNN-WAQ, L-inf): robust accuracy %.
+PAPER_PGDPP = {
+    "row": "CIFAR-10 ResNet-18 BNN-WAQ (PGD++ paper; PGD++ brings binarized networks to 0.00)",
+    "PGD": 26.98, "PGD++ (NJS)": 0.00, "PGD++ (HNS)": 0.00,
+}
+#: PGD++ paper, Table 11 (CLEVER, L1, BNN-WQ / BNN-WAQ).
+PAPER_CLEVER = {"original": (0.8585, 0.7239), "heuristic": (0.8845, 3.1578), "njs": (0.4139, 0.3120), "hns": (0.3450, 0.2774)}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work the audit does.
+
+    ``quick`` is the few-minutes audit of a SmallCNN on 2 CPU cores; the default is the full one.
+    """
+
+    steps: int = 100
+    pgdpp_steps: int = 20
+    temperatures: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+    error_temperatures: tuple[float, ...] = tuple(10 ** (k / 4) for k in range(-12, 13))
+    clever_samples: int = 5
+    clever_batches: int = 50
+    trajectories: int = 8
+
+    @classmethod
+    def quick(cls) -> Budget:
+        return cls(
+            steps=20, pgdpp_steps=10, temperatures=(0.1, 1.0, 10.0, 100.0, 1000.0),
+            error_temperatures=tuple(10 ** (k / 2) for k in range(-6, 7)), clever_samples=2, clever_batches=5,
+        )
+
+
+def _cast(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    # A copy: the caller's model keeps its dtype, mode and parameters.
+    return copy.deepcopy(model).to(dtype).eval()
+
+
+def _batched_logits(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 500) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model(chunk) for chunk in x.split(batch_size)])
+
+
+def _accuracy(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> Tensor:
+    return _batched_logits(model, x).argmax(1) == y
+
+
+def _share(mask: Tensor, among: Tensor | None = None) -> float:
+    if among is not None:
+        mask = mask[among]
+    return 100 * float(mask.float().mean()) if mask.numel() else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig. 2: the margin distribution, and the zero-gradient ratio
+# ----------------------------------------------------------------------------------------------
+
+
+def margin_distribution(model: nn.Module, x: Tensor, y: Tensor) -> dict:
+    """Top-1 minus top-2 logit gap Delta of correctly classified samples (MIFPE Fig. 2), computed
+    in float64, and the share of them at or above lambda of each precision."""
+    logits = _batched_logits(_cast(model, torch.float64), x.double())
+    correct = logits.argmax(1) == y
+    delta = top_margin(logits)[correct]
+    return {
+        "n_correct": int(correct.sum()),
+        "delta": delta.tolist(),
+        "lambda": {name: underflow_threshold(dtype) for name, dtype in DTYPES.items()},
+        "share_above_lambda": {name: _share(delta >= underflow_threshold(dtype)) for name, dtype in DTYPES.items()},
+        "median": float(delta.median()) if delta.numel() else float("nan"),
+    }
+
+
+def zero_gradient_ratio(model: nn.Module, x: Tensor, y: Tensor, dtypes: Sequence[str] = tuple(DTYPES)) -> dict:
+    """Share of correctly classified samples whose CE input gradient is exactly zero, per precision.
+
+    A zero gradient means softmax rounded to one-hot: FGSM and CE-PGD cannot move that sample.
+    """
+    out = {}
+    for name in dtypes:
+        dtype = DTYPES[name]
+        cast = _cast(model, dtype)
+        inputs = x.to(dtype)
+        correct = _accuracy(cast, inputs, y)
+        zero = []
+        for chunk, labels in zip(inputs.split(250), y.split(250), strict=True):
+            chunk = chunk.clone().requires_grad_(True)
+            loss = F.cross_entropy(cast(chunk), labels, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, chunk)
+            zero.append((grad.flatten(1) == 0).all(1))
+        zero_mask = torch.cat(zero)
+        out[name] = {"zero_ratio": _share(zero_mask, correct), "n_correct": int(correct.sum())}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig. 3: relative error of the gradient vs the scaled margin T
+# ----------------------------------------------------------------------------------------------
+
+
+def softmax_gradient_error(temperatures: Sequence[float], dtype: torch.dtype, classes: int = 2) -> list[float]:
+    """Relative error of d CE(z', y) / d z' in ``dtype`` against float64, for logits
+    ``z' = (T, 0, ..., 0)`` with y the top class: the K = 2 analysis of MIFPE Fig. 3.
+
+    The gradient is ``p' - e_y``; once ``T`` exceeds lambda of ``dtype`` the other
+    probabilities underflow to 0 and the error is 100 %.
+    """
+    errors = []
+    for t in temperatures:
+        reference = None
+        grads = {}
+        for kind in (torch.float64, dtype):
+            z = torch.zeros(1, classes, dtype=kind)
+            z[0, 0] = t
+            z.requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(z, torch.zeros(1, dtype=torch.long)), z)
+            grads[kind] = grad.double()
+        reference = grads[torch.float64]
+        errors.append(float((grads[dtype] - reference).norm() / reference.norm()))
+    return errors
+
+
+def gradient_relative_error(
+    model: nn.Module, x: Tensor, y: Tensor, temperatures: Sequence[float], dtypes: Sequence[str] = ("float16", "float32"),
+) -> dict:
+    """Median relative error ``||g_d - g_64|| / ||g_64||`` of the input gradient of
+    ``CE(T z / Delta_detach, y)`` (FT-PGD's loss) computed in each dtype, against float64, per T.
+
+    Only samples correctly classified in float64 count. The K = 2 analytic curve
+    (:func:`softmax_gradient_error`) is reported beside it.
+    """
+    reference_model = _cast(model, torch.float64)
+    x64 = x.double()
+    correct = _accuracy(reference_model, x64, y)
+    xs, ys = x64[correct], y[correct]
+    out: dict = {"temperatures": list(temperatures), "n": int(correct.sum()), "model": {}, "k2": {}}
+    if xs.shape[0] == 0:
+        return out
+
+    def input_gradient(net: nn.Module, inputs: Tensor, t: float) -> Tensor:
+        inputs = inputs.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(mifpe(t)(net(inputs), ys).sum(), inputs)
+        return grad.double().flatten(1)
+
+    references = {t: input_gradient(reference_model, xs, t) for t in temperatures}
+    for name in dtypes:
+        cast = _cast(model, DTYPES[name])
+        medians = []
+        for t in temperatures:
+            grad = input_gradient(cast, xs.to(DTYPES[name]), t)
+            ref = references[t]
+            norm = ref.norm(dim=1)
+            ok = norm > 0
+            error = (grad - ref).norm(dim=1)[ok] / norm[ok]
+            medians.append(float(error.median()) if error.numel() else float("nan"))
+        out["model"][name] = medians
+        out["k2"][name] = softmax_gradient_error(temperatures, DTYPES[name])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig. 4-6: FT-PGD and FNZ-PGD
+# ----------------------------------------------------------------------------------------------
+
+
+def _robust(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, clean: Tensor) -> float:
+    return _share(clean & _accuracy(model, x_adv, y))
+
+
+def ft_pgd(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, temperatures: Sequence[float],
+    dtypes: Sequence[str] = tuple(DTYPES), seed: int = 0, bar: Progress | None = None,
+) -> dict:
+    """Robust accuracy of FT-PGD (PGD on ``CE(T z / Delta_detach)``, MIFPE Fig. 4) per T, in each
+    precision (Fig. 5), with CE-PGD per precision as the baseline."""
+    out: dict = {"temperatures": list(temperatures), "robust_accuracy": {}, "ce": {}}
+    for name in dtypes:
+        cast = _cast(model, DTYPES[name])
+        inputs = x.to(DTYPES[name])
+        clean = _accuracy(cast, inputs, y)
+        row = []
+        for loss in [*(mifpe(t) for t in temperatures), get_loss("ce")]:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            x_adv = pgd(cast, inputs, y, eps=eps, steps=steps, loss=loss, generator=generator)
+            row.append(_robust(cast, inputs, y, x_adv, clean))
+            if bar is not None:
+                bar.update()
+        out["robust_accuracy"][name], out["ce"][name] = row[:-1], row[-1]
+    return out
+
+
+def fnz_pgd(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, seed: int = 0, bar: Progress | None = None,
+) -> dict:
+    """Robust accuracy of FNZ-PGD (only the top n logits survive, MIFPE Fig. 6) for n = 1..K-1,
+    with CE, C&W and DLR PGD as baselines."""
+    clean = _accuracy(model, x, y)
+    classes = int(_batched_logits(model, x[:1]).shape[1])
+    counts = list(range(1, classes))
+    out: dict = {"n_logits": counts, "robust_accuracy": [], "baselines": {}}
+    for loss in [*(f"fnz-{n}" for n in counts), "ce", "cw", "dlr", "mifpe"]:
+        if loss == "dlr" and classes < 3:
+            continue
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        value = _robust(model, x, y, pgd(model, x, y, eps=eps, steps=steps, loss=loss, generator=generator), clean)
+        if loss.startswith("fnz-"):
+            out["robust_accuracy"].append(value)
+        else:
+            out["baselines"][loss] = value
+        if bar is not None:
+            bar.update()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Fig. 7-8: convergence and margin trajectories
+# ----------------------------------------------------------------------------------------------
+
+
+def convergence_and_margins(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, losses: Sequence[str] = ("ce", "cw", "dlr", "mifpe"),
+    trajectories: int = 8, seed: int = 0, bar: Progress | None = None,
+) -> dict:
+    """Share of still-robust samples after each PGD iteration per loss (MIFPE Fig. 7), and the
+    margin Z = z_y - max_{i != y} z_i over the iterations for samples that CE-PGD fails on and
+    MIFPE-PGD fools (Fig. 8)."""
+    clean = _accuracy(model, x, y)
+    curves, margins, fooled = {}, {}, {}
+    for loss in losses:
+        robust_after, margin_after = [], []
+
+        def record(info, robust_after=robust_after, margin_after=margin_after) -> None:
+            robust_after.append(clean & ~info.success)
+            margin_after.append(info.margin)
+
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        pgd(model, x, y, eps=eps, steps=steps, loss=loss, generator=generator, callback=record)
+        stacked = torch.stack(robust_after)  # (steps, B)
+        curves[loss] = [_share(step) for step in stacked]
+        margins[loss] = torch.stack(margin_after).double()
+        fooled[loss] = ~stacked[-1] & clean
+        if bar is not None:
+            bar.update()
+    out: dict = {"iterations": list(range(1, steps + 1)), "robust_share": curves, "trajectories": {}}
+    if "ce" in margins and "mifpe" in margins:
+        chosen = (fooled["mifpe"] & ~fooled["ce"]).nonzero().flatten()
+        out["n_ce_fails_mifpe_fools"] = int(chosen.numel())
+        chosen = chosen[:trajectories]
+        out["trajectories"] = {
+            "samples": chosen.tolist(),
+            "ce": margins["ce"][:, chosen].T.tolist(),
+            "mifpe": margins["mifpe"][:, chosen].T.tolist(),
+        }
+        if chosen.numel():
+            out["ce_final_margin_median"] = float(margins["ce"][-1, chosen].median())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# PGD++ and CLEVER
+# ----------------------------------------------------------------------------------------------
+
+
+def pgdpp_comparison(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, l2_eps: float, steps: int, seed: int = 0,
+    bar: Progress | None = None,
+) -> dict:
+    """FGSM and PGD with CE against FGSM++ / PGD++ (NJS, HNS) and the beta = 0.1 heuristic, L-inf
+    and L2 (the PGD++ paper's Tables 2-5 protocol: plain PGD, constant step eps/4 (L-inf) or eps/8
+    (L2), ``steps`` iterations, the last iterate)."""
+    clean = _accuracy(model, x, y)
+    losses = {"CE": "ce", "NJS": "njs", "HNS": "hns", "beta = 0.1": tempered("ce", 0.1)}
+    out: dict = {"eps": {"linf": eps, "l2": l2_eps}, "steps": steps, "linf": {}, "l2": {}}
+    for norm, radius, step in (("linf", eps, eps / 4), ("l2", l2_eps, l2_eps / 8)):
+        for label, loss in losses.items():
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            one = fgsm(model, x, y, eps=radius, norm=norm, loss=loss)
+            out[norm][f"FGSM {label}"] = _robust(model, x, y, one, clean)
+            many = pgd(model, x, y, eps=radius, norm=norm, loss=loss, steps=steps, step_size=step, schedule="constant",
+                       momentum=None, keep_best=False, generator=generator)
+            out[norm][f"PGD {label}"] = _robust(model, x, y, many, clean)
+            if bar is not None:
+                bar.update()
+    return out
+
+
+def clever(model: nn.Module, x: Tensor, *, samples: int, batches: int, seed: int = 0) -> dict:
+    """Mean CLEVER score (ART ``clever_u``, L1, radius 5) of softmax(beta z) with beta = 1, 0.01,
+    NJS and HNS: the PGD++ paper's Table 11, through the ART adapter."""
+    from .adapters.art import clever_comparison
+
+    inputs = x[:samples].float()
+    classes = int(_batched_logits(model, inputs[:1]).shape[1])
+    result = clever_comparison(
+        _cast(model, torch.float32), inputs, nb_classes=classes, input_shape=tuple(inputs.shape[1:]),
+        nb_batches=batches, batch_size=10, radius=5.0, norm=1, seed=seed, njs_samples=min(100, inputs.shape[0]),
+    )
+    return {"samples": int(inputs.shape[0]), "nb_batches": batches, "means": result.means(),
+            "paper_bnn_wq_waq": {k: list(v) for k, v in PAPER_CLEVER.items()}}
+
+
+# ----------------------------------------------------------------------------------------------
+# The verdict
+# ----------------------------------------------------------------------------------------------
+
+
+def verdict(report: dict) -> str:
+    """One paragraph: how many points CE-PGD overestimates, and which mechanism the numbers point
+    to (underflow, rounding near the boundary, vanishing gradients through the network)."""
+    dtype = report["dtype"]
+    fnz = report["fnz_pgd"]
+    ce = fnz["baselines"]["ce"]
+    candidates = {f"{name.upper()}-PGD": value for name, value in fnz["baselines"].items()}
+    candidates.update({f"FNZ-PGD (n={n})": v for n, v in zip(fnz["n_logits"], fnz["robust_accuracy"], strict=True)})
+    if dtype in report["ft_pgd"]["robust_accuracy"]:
+        for t, v in zip(report["ft_pgd"]["temperatures"], report["ft_pgd"]["robust_accuracy"][dtype], strict=True):
+            candidates[f"FT-PGD (T={t:g})"] = v
+    for label, value in report["pgdpp"]["linf"].items():
+        if label.startswith("PGD") and label != "PGD CE":
+            candidates[label.replace("PGD ", "PGD++ ") if "NJS" in label or "HNS" in label else label] = value
+    best_name = min(candidates, key=candidates.get)
+    best = candidates[best_name]
+    gap = ce - best
+    zero = report["zero_gradient"].get(dtype, {}).get("zero_ratio", 0.0)
+    above = report["margins"]["share_above_lambda"].get(dtype, 0.0)
+    mifpe_gain = ce - fnz["baselines"]["mifpe"]
+    pp = report["pgdpp"]["linf"]
+    pp_gain = pp["PGD CE"] - min(pp["PGD NJS"], pp["PGD HNS"])
+    sentences = [
+        f"CE-PGD-{report['steps']} reports {ce:.1f} % robust accuracy in {dtype} at eps = {report['eps']:g}; the "
+        f"strongest attack of this audit, {best_name}, reports {best:.1f} %: CE-PGD overestimates robustness "
+        f"by {gap:.1f} points."
+    ]
+    if gap < 0.5:
+        sentences.append("That is within noise: the CE-based number holds up, and no floating-point mechanism is at work.")
+        return " ".join(sentences)
+    if zero >= 10:
+        sentences.append(
+            f"The main mechanism is **underflow**: {above:.1f} % of the correctly classified samples have a top-2 logit "
+            f"gap of at least lambda = {underflow_threshold(DTYPES[dtype]):.2f}, and {zero:.1f} % have an exactly zero "
+            f"CE input gradient, so FGSM and CE-PGD cannot move them; MIFPE alone recovers {mifpe_gain:.1f} points."
+        )
+    elif pp_gain > max(mifpe_gain, 0.0) + 1.0:
+        sentences.append(
+            f"The evidence points to **vanishing gradients through the network**: no gradient underflows "
+            f"({zero:.1f} % zero), but the Jacobian-based temperatures of PGD++ gain {pp_gain:.1f} points over "
+            f"PGD with CE (MIFPE gains {mifpe_gain:.1f})."
+        )
+    else:
+        traj = report["convergence"]
+        detail = ""
+        if traj.get("n_ce_fails_mifpe_fools") and "ce_final_margin_median" in traj:
+            detail = (f" For the {traj['n_ce_fails_mifpe_fools']} samples CE-PGD fails on and MIFPE-PGD fools, CE leaves the "
+                      f"margin Z at a median of {traj['ce_final_margin_median']:.3g}: stuck just on the right side "
+                      "of the boundary (Fig. 8).")
+        sentences.append(
+            f"The evidence points to **rounding error near the decision boundary**: only {zero:.1f} % of the gradients "
+            f"are exactly zero, yet MIFPE-PGD gains {mifpe_gain:.1f} points over CE-PGD.{detail}"
+        )
+    return " ".join(sentences)
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole audit
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Audit:
+    """What :func:`diagnose` needs besides the model and the data."""
+
+    eps: float
+    l2_eps: float
+    budget: Budget = field(default_factory=Budget)
+    dtypes: tuple[str, ...] = tuple(DTYPES)
+    seed: int = 0
+    clever: bool = True
+    show_progress: bool = True
+
+
+def diagnose(model: nn.Module, x: Tensor, y: Tensor, audit: Audit) -> dict:
+    """Run every analysis on ``(x, y)`` and return the report (see :func:`write_diagnosis`).
+
+    ``model`` is used in its own dtype for the single-precision analyses (FNZ-PGD, convergence,
+    PGD++, CLEVER in float32) and copied into each of ``audit.dtypes`` for the per-precision
+    ones; the caller's model, inputs and RNG are not changed.
+    """
+    with torch.no_grad():
+        logits = model(x[:2])
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"model must return logits of shape (batch, classes >= 2), got {tuple(logits.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("n must be >= 1: there is nothing to audit")
+    budget = audit.budget
+    classes = int(logits.shape[1])
+    dtype_name = str(x.dtype).removeprefix("torch.")
+    count = len(budget.temperatures) * len(audit.dtypes) + len(audit.dtypes) + classes + 3 + 4 + 4
+    report: dict = {"eps": audit.eps, "steps": budget.steps, "n": int(y.numel()), "dtype": dtype_name, "classes": classes}
+    with Progress(count, "diagnose", enabled=audit.show_progress) as bar:
+        report["margins"] = margin_distribution(model, x, y)
+        report["zero_gradient"] = zero_gradient_ratio(model, x, y, audit.dtypes)
+        report["gradient_error"] = gradient_relative_error(
+            model, x, y, budget.error_temperatures, [d for d in audit.dtypes if d != "float64"]
+        )
+        report["ft_pgd"] = ft_pgd(model, x, y, eps=audit.eps, steps=budget.steps, temperatures=budget.temperatures,
+                                  dtypes=audit.dtypes, seed=audit.seed, bar=bar)
+        report["fnz_pgd"] = fnz_pgd(model, x, y, eps=audit.eps, steps=budget.steps, seed=audit.seed, bar=bar)
+        report["convergence"] = convergence_and_margins(model, x, y, eps=audit.eps, steps=budget.steps,
+                                                        trajectories=budget.trajectories, seed=audit.seed, bar=bar)
+        report["pgdpp"] = pgdpp_comparison(model, x, y, eps=audit.eps, l2_eps=audit.l2_eps, steps=budget.pgdpp_steps,
+                                           seed=audit.seed, bar=bar)
+    if audit.clever:
+        report["clever"] = clever(model, x, samples=budget.clever_samples, batches=budget.clever_batches, seed=audit.seed)
+    report["verdict"] = verdict(report)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing the report
+# ----------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError('the figures of `mifpe diagnose` need matplotlib: pip install "mifpe-plugins[diagnose]"') from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_COLOURS = {"float16": "tab:red", "float32": "tab:blue", "float64": "tab:green"}
+
+
+def _figures(report: dict, out: Path) -> dict[str, str]:
+    plt = _pyplot()
+    files: dict[str, str] = {}
+
+    def save(fig, name: str, title: str) -> None:
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files[name] = title
+
+    margins = report["margins"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    delta = [d for d in margins["delta"] if d > 0]
+    if delta:
+        low, high = math.log10(min(delta)), math.log10(max(max(delta), 800))
+        bins = [10 ** (low + (high - low) * k / 40) for k in range(41)]
+        ax.hist(delta, bins=bins, color="0.6")
+    ax.set_xscale("log")
+    for name, lam in margins["lambda"].items():
+        ax.axvline(lam, color=_COLOURS[name], linestyle="--",
+                   label=f"λ {name} = {lam:.1f} ({margins['share_above_lambda'][name]:.1f} % above)")
+    ax.set_xlabel("Δ = z_π1 − z_π2 (correctly classified samples)")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=8)
+    save(fig, "fig2_margins.png", "Logit margin distribution (MIFPE Fig. 2)")
+
+    error = report["gradient_error"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, values in error["model"].items():
+        ax.plot(error["temperatures"], [100 * v for v in values], "o-", color=_COLOURS[name], label=f"model input gradient, {name}")
+        ax.plot(error["temperatures"], [100 * v for v in error["k2"][name]], ":", color=_COLOURS[name], label=f"K = 2 softmax factor, {name}")
+        ax.axvline(underflow_threshold(DTYPES[name]), color=_COLOURS[name], alpha=0.3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("T (scaled margin the softmax sees)")
+    ax.set_ylabel("relative error vs float64 (%)")
+    ax.legend(fontsize=8)
+    save(fig, "fig3_relative_error.png", "Gradient relative error vs T (MIFPE Fig. 3)")
+
+    ft = report["ft_pgd"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, values in ft["robust_accuracy"].items():
+        ax.plot(ft["temperatures"], values, "o-", color=_COLOURS[name], label=f"FT-PGD {name}")
+        ax.axhline(ft["ce"][name], color=_COLOURS[name], linestyle=":", label=f"CE-PGD {name}")
+    ax.set_xscale("log")
+    ax.set_xlabel("T")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.legend(fontsize=8)
+    save(fig, "fig4_5_ft_pgd.png", "FT-PGD: robust accuracy vs T per precision (MIFPE Fig. 4, 5)")
+
+    fnz = report["fnz_pgd"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.plot(fnz["n_logits"], fnz["robust_accuracy"], "o-", color="k", label="FNZ-PGD")
+    for (name, value), style in zip(fnz["baselines"].items(), ("--", "-.", ":", (0, (5, 1))), strict=False):
+        ax.axhline(value, linestyle=style, color="0.4", label=f"{name.upper()}-PGD")
+    ax.set_xlabel("n (logit elements that survive)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.legend(fontsize=8)
+    save(fig, "fig6_fnz_pgd.png", "FNZ-PGD: robust accuracy vs n (MIFPE Fig. 6)")
+
+    conv = report["convergence"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, values in conv["robust_share"].items():
+        ax.plot(conv["iterations"], values, label=name.upper())
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("still robust (%)")
+    ax.legend(fontsize=8)
+    save(fig, "fig7_convergence.png", "Convergence of PGD per loss (MIFPE Fig. 7)")
+
+    traj = conv.get("trajectories") or {}
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    if traj.get("samples"):
+        for k, _ in enumerate(traj["samples"]):
+            ax.plot(conv["iterations"], traj["ce"][k], color="tab:blue", alpha=0.7, label="CE" if k == 0 else None)
+            ax.plot(conv["iterations"], traj["mifpe"][k], color="tab:orange", alpha=0.7, label="MIFPE" if k == 0 else None)
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no sample that CE-PGD fails on and MIFPE-PGD fools", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("Z = z_y − max_{i≠y} z_i")
+    save(fig, "fig8_margins.png", "Margin trajectories, CE fails / MIFPE fools (MIFPE Fig. 8)")
+
+    pp = report["pgdpp"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+    for ax, norm in zip(axes, ("linf", "l2"), strict=True):
+        labels = list(pp[norm])
+        ax.bar(range(len(labels)), [pp[norm][k] for k in labels], color=["0.5" if "CE" in k else "tab:purple" for k in labels])
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{'L∞' if norm == 'linf' else 'L2'}, eps = {pp['eps'][norm]:g}")
+    axes[0].set_ylabel("robust accuracy (%)")
+    save(fig, "pgdpp.png", "FGSM / PGD vs FGSM++ / PGD++ (PGD++ paper, Tables 2-5)")
+    return files
+
+
+def _markdown(report: dict, figures: dict[str, str]) -> str:
+    lines = [f"# Floating-point audit of {report.get('model', 'a model')}", "", f"**Verdict.** {report['verdict']}", ""]
+    lines += [f"{report['n']} samples, {report['dtype']}, L∞ eps = {report['eps']:g}, PGD {report['steps']} iterations."]
+    if "command" in report:
+        lines += ["", f"`{report['command']}` — {report.get('machine', '')}, {report.get('date', '')}, commit {report.get('commit')}."]
+    m = report["margins"]
+    lines += ["", "## Margins and underflow (Fig. 2)", "", "| precision | λ | Δ ≥ λ (% of correct) | exactly zero CE gradient (%) |", "|---|---|---|---|"]
+    for name, lam in m["lambda"].items():
+        zero = report["zero_gradient"].get(name, {}).get("zero_ratio")
+        lines.append(f"| {name} | {lam:.2f} | {m['share_above_lambda'][name]:.1f} | {'–' if zero is None else f'{zero:.1f}'} |")
+    ft = report["ft_pgd"]
+    lines += ["", "## FT-PGD: robust accuracy vs T (Fig. 4, 5)", "", "| precision | " + " | ".join(f"T={t:g}" for t in ft["temperatures"]) + " | CE |",
+              "|---|" + "---|" * (len(ft["temperatures"]) + 1)]
+    for name, values in ft["robust_accuracy"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {ft['ce'][name]:.1f} |")
+    fnz = report["fnz_pgd"]
+    lines += ["", "## FNZ-PGD: robust accuracy vs n (Fig. 6)", "", "| " + " | ".join(f"n={n}" for n in fnz["n_logits"]) + " | "
+              + " | ".join(k.upper() for k in fnz["baselines"]) + " |", "|" + "---|" * (len(fnz["n_logits"]) + len(fnz["baselines"]))]
+    lines.append("| " + " | ".join(f"{v:.1f}" for v in fnz["robust_accuracy"]) + " | " + " | ".join(f"{v:.1f}" for v in fnz["baselines"].values()) + " |")
+    conv = report["convergence"]
+    lines += ["", "## Convergence (Fig. 7) and margins (Fig. 8)", "",
+              "| loss | after 1 | after 10 % | after 50 % | final |", "|---|---|---|---|---|"]
+    steps = len(conv["iterations"])
+    for name, values in conv["robust_share"].items():
+        picks = [values[0], values[max(steps // 10 - 1, 0)], values[max(steps // 2 - 1, 0)], values[-1]]
+        lines.append(f"| {name.upper()} | " + " | ".join(f"{v:.1f}" for v in picks) + " |")
+    if "n_ce_fails_mifpe_fools" in conv:
+        lines += ["", f"{conv['n_ce_fails_mifpe_fools']} samples survive CE-PGD but not MIFPE-PGD"
+                  + (f"; CE leaves their margin Z at a median of {conv['ce_final_margin_median']:.3g}." if "ce_final_margin_median" in conv else ".")]
+    pp = report["pgdpp"]
+    lines += ["", f"## PGD++ (PGD++ paper, Tables 2-5; {pp['steps']} iterations)", "", "| attack | L∞ | L2 |", "|---|---|---|"]
+    for label in pp["linf"]:
+        lines.append(f"| {label} | {pp['linf'][label]:.1f} | {pp['l2'][label]:.1f} |")
+    lines += ["", f"PGD++ paper for comparison ({PAPER_PGDPP['row']}): PGD {PAPER_PGDPP['PGD']}, PGD++ NJS {PAPER_PGDPP['PGD++ (NJS)']}, HNS {PAPER_PGDPP['PGD++ (HNS)']}."]
+    if "clever" in report:
+        c = report["clever"]
+        lines += ["", f"## CLEVER (PGD++ paper, Table 11; {c['samples']} samples, {c['nb_batches']} batches of 10, L1, radius 5)", "",
+                  "| β rule | ours | paper BNN-WQ | paper BNN-WAQ |", "|---|---|---|---|"]
+        for rule, value in c["means"].items():
+            wq, waq = PAPER_CLEVER[rule]
+            lines.append(f"| {rule} | {value:.4f} | {wq:.4f} | {waq:.4f} |")
+    lines += ["", "## Figures", ""] + [f"![{title}]({name})" for name, title in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_diagnosis(report: dict, out_dir: str | Path) -> list[Path]:
+    """Write ``report.json``, the PNG figures and ``report.md`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _figures(report, out)
+    slim = dict(report)
+    (out / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
+    (out / "report.md").write_text(_markdown(report, figures))
+    return [out / "report.md", out / "report.json", *(out / name for name in figures)]
