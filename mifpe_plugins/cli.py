@@ -389,10 +389,11 @@ def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     evaluation, source = _evaluation(args.model, args, device, dtype, (x, y))
     audit = Audit(eps=args.eps, l2_eps=args.l2_eps, budget=budget, dtypes=dtypes, seed=args.seed,
                   clever=not args.no_clever, show_progress=not args.quiet)
-    report = diagnose(evaluation.model, evaluation.inputs, evaluation.labels, audit)
     evaluation.steps = budget.steps
     header = _header(evaluation, _command_line(argv), {"model": args.model, "model_source": source, "data": args.data})
-    report = {**header, **report}
+    tic = time.perf_counter()
+    report = {**header, **diagnose(evaluation.model, evaluation.inputs, evaluation.labels, audit)}
+    report["seconds"] = round(time.perf_counter() - tic, 1)
     print(report["verdict"])
     paths = write_diagnosis(report, args.out)
     if not args.quiet:

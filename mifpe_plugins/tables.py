@@ -252,6 +252,7 @@ def table2(
     unknown = [a for a in attacks if a not in plan]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(plan)}")
+    header = _header(evaluation, command, extra or {})
     rows = []
     for key in attacks:
         title, run, original_loss = plan[key]
@@ -265,7 +266,7 @@ def table2(
             "paper": {"attack": paper_key, **dict(zip(("original", "mifpe"), PAPER_TABLE2[paper_key], strict=True))},
         })
     clean = 100 * float(evaluation.clean_correct().float().mean())
-    return {"table": "table2", **_header(evaluation, command, extra or {}), "clean_accuracy": clean,
+    return {"table": "table2", **header, "clean_accuracy": clean,
             **evaluation.margin_statistics(), "rows": rows}
 
 
@@ -276,7 +277,7 @@ def table1(
     """The MIFPE paper's Table 1: PGD-``steps`` per loss on each model, clean accuracy, AutoAttack
     (the "best" column) and the per-sample worst case over every attack run."""
     rows = []
-    first = next(iter(evaluations.values()))
+    header = _header(next(iter(evaluations.values())), command, extra or {})
     for name, evaluation in evaluations.items():
         cells = {loss: evaluation.core("pgd", loss, f"{name} PGD-{evaluation.steps} {loss}") for loss in losses}
         robust_everywhere = evaluation.clean_correct().clone()
@@ -297,7 +298,7 @@ def table1(
             paper_row, clean, pgd, best = PAPER_TABLE1[key]
             row["paper"] = {"row": paper_row, "clean_accuracy": clean, "pgd": pgd, "best": best}
         rows.append(row)
-    return {"table": "table1", **_header(first, command, extra or {}), "losses": list(losses), "rows": rows}
+    return {"table": "table1", **header, "losses": list(losses), "rows": rows}
 
 
 def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, command: str = "", extra: dict | None = None) -> dict:
@@ -312,7 +313,7 @@ def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, com
             "paper": PAPER_TABLE3[config],
         })
     clean = 100 * float(evaluation.clean_correct().float().mean())
-    return {"table": "table3", **_header(evaluation, command, extra or {}), "clean_accuracy": clean,
+    return {"table": "table3", **header, "clean_accuracy": clean,
             **evaluation.margin_statistics(), "losses": list(losses), "rows": rows}
 
 
