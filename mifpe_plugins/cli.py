@@ -196,7 +196,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, n_default: int | None, out_d
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mifpe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mifpe_plugins {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,diagnose,zoo,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,pgdpp,diagnose,zoo,demo}")
 
     t2 = sub.add_parser("table2", help="Table 2: FGSM, PGD, APGD-DLR, AutoAttack with their original loss vs MIFPE (default)")
     t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, robustbench:<name> or a .pt/.pth/.ts file (default zoo:large-margin)")
@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     t3.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
     t3.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
     _add_run_options(t3, n_default=None, out_default="mifpe-results")
+
+    pp = sub.add_parser("pgdpp", help="PGD++ paper Tables 2-5 (and 11): FGSM/PGD vs FGSM++/PGD++ (NJS, HNS), beta = 0.1, L-inf and L2")
+    pp.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
+    pp.add_argument("--l2-eps", type=_non_negative_float, default=1.5, help="L2 radius (default 1.5)")
+    pp.add_argument("--clever-samples", type=int, default=0, help="also mean CLEVER scores (Table 11) over this many samples (default 0: off)")
+    pp.add_argument("--clever-batches", type=_positive_int, default=50, help="CLEVER nb_batches (default 50, the paper's)")
+    _add_run_options(pp, n_default=None, out_default="mifpe-results")
+    pp.set_defaults(steps=20)
 
     dg = sub.add_parser("diagnose", help="floating-point audit of a model: margins, zero gradients, FT/FNZ-PGD, convergence, PGD++, CLEVER, verdict")
     dg.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
@@ -334,14 +342,10 @@ def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
 
 def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from . import zoo
     from .losses import get_loss
     from .tables import table1
 
-    specs = _split_list(args.models, "--models") if args.models else [f"zoo:{name}" for name in zoo.available()]
-    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
-    if repeated:
-        raise ValueError(f"--models lists {', '.join(repeated)} more than once")
+    specs = _zoo_or_listed(args.models)
     losses = _split_list(args.losses, "--losses")
     for loss in losses:
         get_loss(loss)  # an unknown name fails here, before any model is attacked
@@ -366,6 +370,32 @@ def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     evaluation, source = _evaluation(args.model, args, device, dtype, _load_data(args))
     report = table3(evaluation, losses=losses, command=_command_line(argv), extra={"model": args.model, "model_source": source, "data": args.data})
     return _finish(report, args, f"table3-{_slug(args.model)}")
+
+
+def _zoo_or_listed(models: str | None) -> list[str]:
+    from . import zoo
+
+    specs = _split_list(models, "--models") if models else [f"zoo:{name}" for name in zoo.available()]
+    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if repeated:
+        raise ValueError(f"--models lists {', '.join(repeated)} more than once")
+    return specs
+
+
+def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .tables import pgdpp_table
+
+    if args.clever_samples < 0:
+        raise ValueError(f"--clever-samples must be >= 0, got {args.clever_samples}")
+    specs = _zoo_or_listed(args.models)
+    device, dtype = _device_and_dtype(args)
+    data = _load_data(args)
+    evaluations, sources = {}, {}
+    for spec in specs:
+        evaluations[spec], sources[spec] = _evaluation(spec, args, device, dtype, data)
+    report = pgdpp_table(evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples, clever_batches=args.clever_batches,
+                         command=_command_line(argv), extra={"models": specs, "model_sources": sources, "data": args.data})
+    return _finish(report, args, "pgdpp")
 
 
 def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
@@ -442,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(error))
     if args.eps is None:
         args.eps = _default_eps(args.data)
-    runners = {"table1": run_table1, "table2": run_table2, "table3": run_table3, "diagnose": run_diagnose}
+    runners = {"table1": run_table1, "table2": run_table2, "table3": run_table3, "diagnose": run_diagnose, "pgdpp": run_pgdpp}
     try:
         runners[args.command](args, argv)
     except (ValueError, FileNotFoundError, ImportError, KeyError) as error:

@@ -31,8 +31,8 @@ from .numerics import underflow_threshold
 from .progress import Progress
 
 __all__ = [
-    "Cell", "Evaluation", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TABLE1_LOSSES", "table1", "table2",
-    "table3", "write_report",
+    "Cell", "Evaluation", "PAPER_PGDPP", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TABLE1_LOSSES", "pgdpp_table",
+    "table1", "table2", "table3", "write_report",
 ]
 
 #: MIFPE paper, Table 2 (CIFAR-10, eps = 0.031, the Neural-level-sets RN-18 model; the caption says
@@ -58,6 +58,27 @@ PAPER_TABLE1 = {
 }
 
 TABLE1_LOSSES = ("ce", "cw", "dlr", "mifpe")
+
+#: PGD++ paper (Gupta & Ajanthan, AAAI 2022), CIFAR-10 ResNet-18 rows of its Tables 2-4 that our zoo
+#: models stand in for: zoo name -> (paper row, {attack: robust accuracy %}). L-inf eps 8/255, L2 eps
+#: 120/255; "-" where the paper has no number.
+PAPER_PGDPP = {
+    "binarized": ("BNN-WAQ ResNet-18 (Table 2)", {
+        "FGSM": 40.84, "FGSM++ NJS": 19.46, "FGSM++ HNS": 19.09, "PGD": 8.57, "PGD++ NJS": 0.03, "PGD++ HNS": 0.04,
+        "L2 PGD": 25.24, "L2 PGD++ NJS": 2.33, "L2 PGD++ HNS": 2.59}),
+    "standard": ("REF (float) ResNet-18 (Table 2)", {
+        "FGSM": 7.62, "FGSM++ NJS": 5.55, "FGSM++ HNS": 5.35, "PGD": 0.00, "PGD++ NJS": 0.00, "PGD++ HNS": 0.00,
+        "L2 PGD": 1.12, "L2 PGD++ NJS": 0.09, "L2 PGD++ HNS": 0.05}),
+    "pgd-at": ("adversarially trained REF ResNet-18 (Table 4)", {
+        "FGSM": 62.38, "FGSM beta=0.1": 69.52, "FGSM++ NJS": 61.43, "FGSM++ HNS": 61.40, "PGD": 48.73,
+        "PGD beta=0.1": 61.27, "PGD++ NJS": 47.17, "PGD++ HNS": 48.54}),
+}
+_PGDPP_COLUMNS = {
+    "FGSM": ("linf", "FGSM CE"), "FGSM beta=0.1": ("linf", "FGSM beta = 0.1"), "FGSM++ NJS": ("linf", "FGSM NJS"),
+    "FGSM++ HNS": ("linf", "FGSM HNS"), "PGD": ("linf", "PGD CE"), "PGD beta=0.1": ("linf", "PGD beta = 0.1"),
+    "PGD++ NJS": ("linf", "PGD NJS"), "PGD++ HNS": ("linf", "PGD HNS"), "L2 PGD": ("l2", "PGD CE"),
+    "L2 PGD++ NJS": ("l2", "PGD NJS"), "L2 PGD++ HNS": ("l2", "PGD HNS"),
+}
 
 # Table 3's rows: PGD-100 with the best point kept, adding APGD-style momentum, then the schedule.
 TABLE3_CONFIGS = {
@@ -304,6 +325,7 @@ def table1(
 def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, command: str = "", extra: dict | None = None) -> dict:
     """The MIFPE paper's Table 3 (ablation): PGD-``steps`` per loss, plain (constant step
     2.5 eps / steps), then with momentum 0.75, then with the 2 eps (1 - i / I) schedule."""
+    header = _header(evaluation, command, extra or {})
     rows = []
     for config, settings in TABLE3_CONFIGS.items():
         cells = {loss: evaluation.core("pgd", loss, f"{config} {loss}", **settings) for loss in losses}
@@ -315,6 +337,35 @@ def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, com
     clean = 100 * float(evaluation.clean_correct().float().mean())
     return {"table": "table3", **header, "clean_accuracy": clean,
             **evaluation.margin_statistics(), "losses": list(losses), "rows": rows}
+
+
+def pgdpp_table(
+    evaluations: dict[str, Evaluation], *, l2_eps: float, clever_samples: int = 0, clever_batches: int = 50,
+    command: str = "", extra: dict | None = None,
+) -> dict:
+    """The PGD++ paper's Tables 2-5 on each model: FGSM / PGD with CE against FGSM++ / PGD++ (NJS,
+    HNS) and the beta = 0.1 heuristic, L-inf and L2 (``steps`` iterations, constant step eps/4 or
+    eps/8, the last iterate); with ``clever_samples > 0`` also Table 11's mean CLEVER scores."""
+    from .diagnose import clever, pgdpp_comparison
+
+    first = next(iter(evaluations.values()))
+    header = _header(first, command, extra or {})
+    rows = []
+    for name, evaluation in evaluations.items():
+        with Progress(8, f"{name} PGD++", enabled=evaluation.show_progress) as bar:
+            results = pgdpp_comparison(evaluation.model, evaluation.inputs, evaluation.labels, eps=evaluation.eps,
+                                       l2_eps=l2_eps, steps=evaluation.steps, seed=evaluation.seed, bar=bar)
+        row = {"model": name, "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
+               "results": {column: results[norm][key] for column, (norm, key) in _PGDPP_COLUMNS.items()}}
+        if clever_samples:
+            row["clever"] = clever(evaluation.model, evaluation.inputs, samples=clever_samples, batches=clever_batches,
+                                   seed=evaluation.seed)["means"]
+        key = name.removeprefix("zoo:")
+        if key in PAPER_PGDPP:
+            row["paper"] = {"row": PAPER_PGDPP[key][0], "results": PAPER_PGDPP[key][1]}
+        rows.append(row)
+    return {"table": "pgdpp", **header, "l2_eps": l2_eps, "columns": list(_PGDPP_COLUMNS),
+            "clever_samples": clever_samples, "clever_batches": clever_batches, "rows": rows}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,8 +414,22 @@ def _rows_table3(report: dict) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _rows_pgdpp(report: dict) -> tuple[list[str], list[list[str]]]:
+    columns = report["columns"]
+    clever_rules = ("original", "heuristic", "njs", "hns")
+    with_clever = any("clever" in r for r in report["rows"])
+    head = ["model", "clean", *columns, *([f"CLEVER {rule}" for rule in clever_rules] if with_clever else [])]
+    body = []
+    for r in report["rows"]:
+        cells = [r["model"], _f(r["clean_accuracy"]), *[_f(r["results"][c]) for c in columns]]
+        if with_clever:
+            cells += [f"{r['clever'][rule]:.4f}" if "clever" in r else "–" for rule in clever_rules]
+        body.append(cells)
+    return head, body
+
+
 _RENDERERS: dict[str, Callable[[dict], tuple[list[str], list[list[str]]]]] = {
-    "table1": _rows_table1, "table2": _rows_table2, "table3": _rows_table3,
+    "table1": _rows_table1, "table2": _rows_table2, "table3": _rows_table3, "pgdpp": _rows_pgdpp,
 }
 
 
@@ -387,6 +452,13 @@ def _paper_lines(report: dict) -> list[str]:
     rows = [r for r in report["rows"] if "paper" in r]
     if not rows:
         return []
+    if kind == "pgdpp":
+        columns = report["columns"]
+        lines = ["", "The PGD++ paper's CIFAR-10 ResNet-18 rows these models stand in for (L-inf 8/255, L2 120/255; "
+                 "Table 11 CLEVER on BNN-WQ / BNN-WAQ: original 0.8585 / 0.7239, beta = 0.01 0.8845 / 3.1578, NJS "
+                 "0.4139 / 0.3120, HNS 0.3450 / 0.2774):", ""]
+        return lines + _table(["our model", "paper row", *columns],
+                              [[r["model"], r["paper"]["row"], *[_f(r["paper"]["results"].get(c)) for c in columns]] for r in rows])
     losses = [x for x in report["losses"] if x in TABLE1_LOSSES]
     lines = ["", "The paper's Table 1 rows these models stand in for (MNIST eps 0.3, CIFAR-10 eps 8/255):", ""]
     return lines + _table(
@@ -399,8 +471,9 @@ def _paper_lines(report: dict) -> list[str]:
 def to_markdown(report: dict) -> str:
     """The report as a Markdown table with its provenance and the paper's numbers."""
     head, body = _RENDERERS[report["table"]](report)
+    threat = f"L-inf eps = {report['eps']:g}" + (f", L2 eps = {report['l2_eps']:g}" if "l2_eps" in report else "")
     intro = [
-        f"Robust accuracy %, lower = stronger attack. {report['n']} samples, L-inf eps = {report['eps']:g}, "
+        f"Robust accuracy %, lower = stronger attack. {report['n']} samples, {threat}, "
         f"{report['steps']} iterations, {report['dtype']} on {report['device']}, seed {report['seed']}.",
     ]
     if "clean_accuracy" in report:

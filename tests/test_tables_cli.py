@@ -144,3 +144,19 @@ def test_cli_leaves_the_global_rng_alone(toy_files, tmp_path, capsys):
     _run(capsys, "table2", "--model", str(model_path), "--data", str(data_path), "--eps", "0.3", "--steps", "3",
          "--attacks", "fgsm,pgd,apgd", "--out", str(tmp_path), "--quiet")
     assert torch.equal(state, torch.get_rng_state())
+
+
+def test_pgdpp_table(toy_files, tmp_path, capsys):
+    model_path, data_path = toy_files
+    out = tmp_path / "out"
+    _run(capsys, "pgdpp", "--models", str(model_path), "--data", str(data_path), "--eps", "0.3", "--l2-eps", "1.0",
+         "--steps", "5", "--clever-samples", "2", "--clever-batches", "2", "--out", str(out), "--quiet")
+    report = json.loads((out / "pgdpp.json").read_text())
+    row = report["rows"][0]
+    assert report["columns"] == list(row["results"]) and "PGD++ NJS" in row["results"] and "L2 PGD++ HNS" in row["results"]
+    # CE's gradient is zero on this model; the PGD++ temperatures bring it back
+    assert row["results"]["PGD++ NJS"] < row["results"]["PGD"] - 40
+    assert row["results"]["PGD++ HNS"] < row["results"]["PGD"] - 40
+    assert set(row["clever"]) == {"original", "heuristic", "njs", "hns"}
+    with open(out / "pgdpp.csv") as handle:
+        assert next(csv.reader(handle))[:4] == ["model", "clean", "FGSM", "FGSM beta=0.1"]
