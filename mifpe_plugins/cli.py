@@ -5,8 +5,8 @@
 lambda ~ 103) and the shipped 1 000 test images: FGSM, PGD-100, APGD-DLR-100 and AutoAttack, each
 with its original loss and with MIFPE, and the boost MIFPE gives.
 
-Subcommands: ``table2``, ``table1``, ``table3`` (the paper's tables), ``diagnose`` (the
-floating-point audit of a model, with the papers' figures), ``zoo`` (list or retrain the model zoo)
+Subcommands: ``table2``, ``table1``, ``table3`` (the MIFPE paper's tables), ``pgdpp`` (the PGD++
+paper's tables), ``diagnose`` (the floating-point audit of a model, with the papers' figures), ``zoo`` (list or retrain the model zoo)
 and ``demo`` (the same comparison on a synthetic problem, in seconds).
 """
 
