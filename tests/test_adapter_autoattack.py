@@ -401,3 +401,20 @@ def test_example_script_runs_and_shows_the_boost():
     assert exact < 50.0, out.stdout
     for name in ("AutoAttack APGD-CE with MIFPE", "AutoAttack APGD-CE + APGD-T with MIFPE"):
         assert abs(float(found[name]) - exact) <= 100 * BOOST_TOLERANCE / 64 + 0.05, out.stdout
+
+
+def test_stock_autoattack_is_the_hosts_own_and_matches_a_stock_run(mlp):
+    model, x, y = mlp
+    ours = aa.stock_autoattack(model, norm="l2", eps=0.3, version="custom", attacks_to_run=["apgd-ce", "apgd-t"], device="cpu")
+    assert type(ours) is AutoAttack
+    assert type(ours.apgd) is APGDAttack and type(ours.apgd_targeted) is APGDAttack_targeted
+    stock = AutoAttack(model, norm="L2", eps=0.3, version="custom", attacks=["apgd-ce", "apgd-t"], device="cpu", seed=0)
+    for adversary in (ours, stock):
+        adversary.apgd_targeted.n_target_classes = 3  # 4 classes
+    state = torch.get_rng_state()
+    x_ours, _ = aa.run_standard_evaluation(ours, x, y)
+    assert torch.equal(state, torch.get_rng_state())
+    x_stock, _ = stock.run_standard_evaluation(x, y)
+    assert torch.equal(x_ours, x_stock)
+    with pytest.raises(ValueError, match="norm"):
+        aa.stock_autoattack(model, norm="l3")
