@@ -179,7 +179,8 @@ class Evaluation:
 
         common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.inputs.device, "seed": self.seed}
         adversary = aa.stock_autoattack(self.model, **common) if loss == "original" else aa.mifpe_autoattack(self.model, loss=loss, **common)
-        classes = int(self.model(self.inputs[:1]).shape[1])
+        with torch.no_grad():
+            classes = int(self.model(self.inputs[:1]).shape[1])
         for member in ("apgd_targeted", "fab"):
             attack = getattr(adversary, member, None)
             if attack is not None and hasattr(attack, "n_target_classes"):
