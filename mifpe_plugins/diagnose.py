@@ -141,7 +141,6 @@ def softmax_gradient_error(temperatures: Sequence[float], dtype: torch.dtype, cl
     """
     errors = []
     for t in temperatures:
-        reference = None
         grads = {}
         for kind in (torch.float64, dtype):
             z = torch.zeros(1, classes, dtype=kind)
