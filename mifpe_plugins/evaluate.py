@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from .attacks import apgd, fgsm, pgd
-from .attacks._common import check_labels, resolve_generator, resolve_norm
+from .attacks._common import (
+    check_eps,
+    check_inputs,
+    check_labels,
+    in_training_mode,
+    resolve_generator,
+    resolve_norm,
+)
 from .attacks._steps import norm_of
 
 __all__ = ["EvaluationResult", "evaluate", "robust_accuracy", "ATTACKS"]
@@ -29,7 +36,13 @@ class EvaluationResult:
         Per-sample booleans, shape (N,): correct on the clean input / correct on both the clean
         and the attacked input.
     perturbation_norm : Tensor
-        Per-sample norm of ``x_adv - x`` in the attack's threat model, shape (N,).
+        Per-sample norm of ``x_adv - x`` in the attack's threat model, shape (N,). It can exceed
+        ``eps`` by a rounding error of the inputs' dtype: ``x0 + eps`` is rounded at the magnitude
+        of ``x0``, not of ``eps`` (e.g. 0.0313725769 for eps = 8/255 = 0.0313725490 in float32).
+    within_eps : Tensor or None
+        Per-sample booleans, shape (N,): the perturbation is within ``eps`` up to that rounding,
+        ``4 * finfo(dtype).eps * (eps + ||x0|| + ||x_adv||)`` in the threat model's norm. ``None``
+        when the attack was given no ``eps``.
     seconds : float
         Wall time of the attack calls (the device is synchronised before the clock stops).
     gradient_evaluations : int
@@ -47,6 +60,7 @@ class EvaluationResult:
     attack: str
     settings: dict = field(default_factory=dict)
     adversarial: Tensor | None = None
+    within_eps: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -70,6 +84,7 @@ class EvaluationResult:
             "seconds": self.seconds,
             "gradient_evaluations": self.gradient_evaluations,
             "max_perturbation_norm": float(self.perturbation_norm.max()) if self.n else 0.0,
+            "all_within_eps": None if self.within_eps is None else bool(self.within_eps.all()),
             **{k: v for k, v in self.settings.items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
 
@@ -80,6 +95,10 @@ class _GradientCounter:
     def __init__(self, model: Callable[[Tensor], Tensor]) -> None:
         self.model = model
         self.count = 0
+
+    @property
+    def training(self) -> bool:
+        return in_training_mode(self.model)
 
     def __call__(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
@@ -100,6 +119,7 @@ def evaluate(
     attack: str | Attack = "pgd",
     batch_size: int = 256,
     keep_adversarial: bool = False,
+    targets: Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
     **attack_kwargs,
@@ -119,13 +139,16 @@ def evaluate(
         Samples per attack call.
     keep_adversarial : bool
         Keep the adversarial inputs in the result.
+    targets : Tensor, optional
+        Target classes (N,) for a targeted attack (``targeted=True``, which needs them): the
+        attack aims at ``targets`` while accuracy is measured against the true ``labels``.
     generator : torch.Generator, optional
         Shared by all batches so each gets fresh random starts; seeded with 0 when omitted.
     progress : callable, optional
         Called with the number of samples of each finished batch (e.g. ``Progress.update``).
     **attack_kwargs
-        Passed to the attack (``eps``, ``loss``, ``steps``, ...). A per-sample ``eps`` of shape (N,)
-        is sliced per batch.
+        Passed to the attack (``eps``, ``loss``, ``steps``, ``targeted``, ...). A per-sample
+        ``eps`` of shape (N,) is sliced per batch.
 
     Returns
     -------
@@ -142,18 +165,23 @@ def evaluate(
         raise TypeError(f"attack must be a name or a callable, got {type(attack).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_inputs(inputs, None)
     labels = check_labels(labels, inputs)
+    total = inputs.shape[0]
+    attack_labels = _attack_labels(labels, targets, inputs, targeted=bool(attack_kwargs.get("targeted")))
     norm = resolve_norm(attack_kwargs.get("norm", "linf"))
     counter = _GradientCounter(model)
     generator = resolve_generator(generator, inputs.device)
     eps = attack_kwargs.pop("eps", None)
-    total = inputs.shape[0]
+    if isinstance(eps, Tensor) and eps.dim() == 1 and eps.shape[0] != total:
+        raise ValueError(f"eps must be a number, a 0-dim tensor or shape ({total},), got {tuple(eps.shape)}")
 
-    clean, robust, norms, adversarial = [], [], [], []
+    clean, robust, norms, within, adversarial = [], [], [], [], []
     seconds = 0.0
     for start in range(0, total, batch_size):
         x = inputs[start : start + batch_size]
         y = labels[start : start + batch_size]
+        y_attack = attack_labels[start : start + batch_size]
         kwargs = dict(attack_kwargs)
         if eps is not None:
             kwargs["eps"] = eps[start : start + batch_size] if isinstance(eps, Tensor) and eps.dim() == 1 else eps
@@ -161,7 +189,7 @@ def evaluate(
             kwargs["generator"] = generator
         _synchronize(x.device)
         tic = time.perf_counter()
-        x_adv = attack_fn(counter, x, y, **kwargs)
+        x_adv = attack_fn(counter, x, y_attack, **kwargs)
         _synchronize(x.device)
         seconds += time.perf_counter() - tic
         with torch.no_grad():
@@ -171,6 +199,8 @@ def evaluate(
             clean.append(clean_ok)
             robust.append(clean_ok & (model(x_adv).argmax(dim=1) == y))
         norms.append(norm_of((x_adv - x).detach(), norm))
+        if eps is not None:
+            within.append(_within_eps(x, x_adv.detach(), kwargs["eps"], norms[-1], norm))
         if keep_adversarial:
             adversarial.append(x_adv.detach())
         if progress is not None:
@@ -190,7 +220,29 @@ def evaluate(
         attack=name,
         settings=settings,
         adversarial=cat(adversarial, inputs.dtype) if keep_adversarial else None,
+        within_eps=None if eps is None else cat(within, torch.bool),
     )
+
+
+def _attack_labels(labels: Tensor, targets: Tensor | None, inputs: Tensor, *, targeted: bool) -> Tensor:
+    """The labels the attack receives: the true ones, or the targets of a targeted attack."""
+    if not targeted:
+        if targets is not None:
+            raise ValueError("targets is only for targeted attacks: pass targeted=True as well")
+        return labels
+    if targets is None:
+        raise ValueError(
+            "evaluate(targeted=True) needs targets=<target classes, shape (N,)>: labels are the "
+            "true classes that accuracy is measured against"
+        )
+    return check_labels(targets, inputs, name="targets")
+
+
+def _within_eps(x: Tensor, x_adv: Tensor, eps: float | Tensor, norms: Tensor, norm: str) -> Tensor:
+    """Whether each perturbation is within ``eps`` up to the rounding of ``x0 + delta``."""
+    radius = check_eps(eps, x)
+    tolerance = 4 * torch.finfo(x.dtype).eps * (radius + norm_of(x, norm) + norm_of(x_adv, norm))
+    return norms <= radius + tolerance
 
 
 def robust_accuracy(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, **kwargs) -> float:

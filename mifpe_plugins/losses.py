@@ -41,6 +41,7 @@ __all__ = [
     "cw_loss",
     "dlr_loss",
     "mifpe_beta",
+    "MifpeRule",
     "mifpe_loss",
     "fnz_beta",
     "fnz_loss",
@@ -150,47 +151,81 @@ def dlr_loss(
 ) -> Tensor:
     """Difference-of-logits-ratio loss (Croce & Hein 2020; MIFPE paper, eq. 4).
 
-    Untargeted: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + tiny)``; needs K >= 3.
+    Untargeted: ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``; needs K >= 3.
 
     Targeted (AutoAttack's form, needs K >= 4):
-    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + tiny)`` where ``t = labels`` and ``y`` the true
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` where ``t = labels`` and ``y`` the true
     class from ``source_labels``. Without ``source_labels`` the largest non-target logit stands in
     for ``z_y``, which is the same while the sample is still classified as ``y``.
 
-    ``tiny`` is ``torch.finfo(dtype).tiny`` rather than AutoAttack's ``1e-12`` (which is 0 in
-    float16); it only matters when the top three logits tie.
+    AutoAttack adds ``1e-12`` to the denominator (0 in float16, and still an overflow when the top
+    three logits tie); here the denominator is floored at the logits' rounding resolution as in
+    :func:`mifpe_beta`, so the loss and its gradient stay finite. Above that floor both agree.
     """
     min_classes = 4 if targeted else 3
     _check_logits(logits, labels, min_classes=min_classes, name="dlr_loss")
-    tiny = torch.finfo(logits.dtype).tiny
+    floor = _gap_floor(logits.detach())
     ranked = logits.sort(dim=1, descending=True).values
     if not targeted:
         z_y, best_other = _label_logit_and_best_other(logits, labels)
-        return -(z_y - best_other) / (ranked[:, 0] - ranked[:, 2] + tiny)
+        return -(z_y - best_other) / torch.maximum(ranked[:, 0] - ranked[:, 2], floor)
     z_t = logits.gather(1, labels[:, None]).squeeze(1)
     if source_labels is None:
         z_src = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
     else:
         z_src = logits.gather(1, source_labels[:, None]).squeeze(1)
-    return -(z_src - z_t) / (ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + tiny)
+    return -(z_src - z_t) / torch.maximum(ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]), floor)
 
 
-def _positive_floor(dtype: torch.dtype) -> float:
-    # The smallest normal number of the dtype: a tie (Delta == 0) gives a finite, huge beta
-    # instead of inf/NaN, and the floor is never 0 the way 1e-12 is in float16.
-    return torch.finfo(dtype).tiny
+def _gap_floor(logits: Tensor) -> Tensor:
+    """The smallest top-logit gap a temperature rule divides by, per sample, shape (B,).
+
+    A gap below ``eps * max_i |z_i|`` (``eps`` the dtype's machine epsilon) is below the logits'
+    own rounding resolution: a tie. Flooring there bounds ``beta * (z - max z)`` by ``2 T / eps``
+    (finite in every dtype) where ``T / Delta`` is ``inf`` at an exact tie and ``beta * z``
+    overflows to NaN. Logits that are all exactly 0 floor at 1: every scaled logit is 0 whatever
+    ``beta`` is, and a moderate ``beta`` keeps the input gradient finite.
+    """
+    info = torch.finfo(logits.dtype)
+    scale = logits.abs().amax(dim=1)
+    return torch.where(scale > 0, (info.eps * scale).clamp_min(info.tiny), torch.ones_like(scale))
+
+
+def _scale_by_gap(numerator: float, gap: Tensor, logits: Tensor) -> Tensor:
+    beta = numerator / torch.maximum(gap, _gap_floor(logits))
+    return beta.clamp_max(torch.finfo(logits.dtype).max)
 
 
 def mifpe_beta(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """Per-sample MIFPE scale ``c = T / Delta`` with ``Delta = z_pi1 - z_pi2`` (detached).
 
-    After scaling, the top margin of ``c * z`` is exactly ``T`` (MIFPE paper, eq. 7). Ties
-    (``Delta == 0``) are floored at ``torch.finfo(dtype).tiny``; the result is clamped to the
-    dtype's finite range so it never becomes ``inf``.
+    After scaling, the top margin of ``c * z`` is exactly ``T`` (MIFPE paper, eq. 7). A gap below
+    the logits' rounding resolution, ``eps * max_i |z_i|`` (exact ties included), is floored
+    there, so ``c * (z - max z)`` stays finite in every dtype and a tied sample still gets a
+    gradient (see :func:`_gap_floor`).
     """
-    delta = top_margin(logits.detach())
-    beta = temperature / delta.clamp_min(_positive_floor(delta.dtype))
-    return beta.clamp_max(torch.finfo(delta.dtype).max)
+    logits = logits.detach()
+    return _scale_by_gap(temperature, top_margin(logits), logits)
+
+
+class MifpeRule:
+    """MIFPE's temperature rule ``beta = T / Delta_detach`` (eq. 7) as an object that prints as
+    ``mifpe(T=...)`` and carries its ``temperature``."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        try:
+            value = float(temperature)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(temperature, bool) or not 0 < value < float("inf"):
+            raise ValueError(f"mifpe: temperature must be a finite number > 0, got {temperature!r}")
+        self.temperature = value
+
+    def __call__(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return mifpe_beta(logits, self.temperature)
+
+    def __repr__(self) -> str:
+        return f"mifpe(T={self.temperature:g})"
 
 
 def mifpe_loss(
@@ -199,7 +234,8 @@ def mifpe_loss(
     """MIFPE loss (MIFPE paper, eq. 7 and eq. 8).
 
     ``L = CE(T * z / Delta_detach, y)`` untargeted, ``L = -CE(T * z / Delta_detach, y_t)`` targeted,
-    with ``Delta = z_pi1 - z_pi2`` per sample and no gradient through ``Delta``.
+    with ``Delta = z_pi1 - z_pi2`` per sample and no gradient through ``Delta``. The same code path
+    as :func:`mifpe` and :func:`tempered`: cross-entropy on temperature-scaled logits.
 
     Parameters
     ----------
@@ -218,11 +254,7 @@ def mifpe_loss(
     Tensor
         Shape (B,).
     """
-    _check_logits(logits, labels, name="mifpe_loss")
-    if not (temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"mifpe_loss: temperature must be a finite number > 0, got {temperature!r}")
-    beta = mifpe_beta(logits, temperature)
-    return ce_loss(logits * beta[:, None], labels, targeted=targeted)
+    return mifpe(temperature)(logits, labels, targeted=targeted)
 
 
 def fnz_beta(logits: Tensor, n: int) -> Tensor:
@@ -233,15 +265,16 @@ def fnz_beta(logits: Tensor, n: int) -> Tensor:
     the top ``n`` logits take part in the gradient. ``1 <= n <= K - 1``. The paper's ``lambda``
     is where ``exp(-lambda)`` *equals* the smallest subnormal, which is still non-zero; it rounds
     to 0 only past ``lambda + ln 2``, and ``exp`` kernels err in the last bit there, so the gap
-    used is ``lambda + 1``.
+    used is ``lambda + 1``. Gaps below the logits' rounding resolution are floored as in
+    :func:`mifpe_beta`.
     """
     num_classes = logits.shape[1]
     if not 1 <= n <= num_classes - 1:
         raise ValueError(f"fnz: n must be in [1, {num_classes - 1}] for {num_classes} classes, got {n}")
-    ranked = logits.detach().topk(n + 1, dim=1).values
-    gap = (ranked[:, 0] - ranked[:, n]).clamp_min(_positive_floor(logits.dtype))
+    logits = logits.detach()
+    ranked = logits.topk(n + 1, dim=1).values
     lam = underflow_threshold(logits.dtype) + 1.0
-    return (lam / gap).clamp_max(torch.finfo(logits.dtype).max)
+    return _scale_by_gap(lam, ranked[:, 0] - ranked[:, n], logits)
 
 
 def fnz_loss(n: int) -> Tempered:
@@ -304,8 +337,13 @@ class Tempered:
         return torch.full((logits.shape[0],), float(beta), dtype=logits.dtype, device=logits.device)
 
     def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False, **kwargs) -> Tensor:
+        _check_logits(logits, labels, name=self.name)
         beta = self.betas(logits, labels)
-        return self.base(logits * beta[:, None], labels, targeted=targeted, **kwargs)
+        # The base sees beta * (z - max z), max detached: equal to beta * z for the shift-invariant
+        # losses here (CE, C&W, DLR) in value and gradient, but its largest entry is 0, so a large
+        # beta cannot overflow it to inf and then NaN.
+        shifted = logits - logits.detach().amax(dim=1, keepdim=True)
+        return self.base(shifted * beta[:, None], labels, targeted=targeted, **kwargs)
 
     def __repr__(self) -> str:
         return self.name
@@ -329,27 +367,11 @@ def tempered(loss: str | Loss, beta: BetaLike, *, name: str | None = None) -> Te
     return Tempered(get_loss(loss), beta, name=name)
 
 
-class _Mifpe:
-    """MIFPE as a loss object (so that ``temperature`` is an attribute and it prints by name)."""
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        if not (temperature > 0 and temperature < float("inf")):
-            raise ValueError(f"mifpe: temperature must be a finite number > 0, got {temperature!r}")
-        self.temperature = float(temperature)
-
-    def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False) -> Tensor:
-        return mifpe_loss(logits, labels, targeted=targeted, temperature=self.temperature)
-
-    def __repr__(self) -> str:
-        return f"mifpe(T={self.temperature:g})"
-
-
-def mifpe(temperature: float = 1.0) -> Loss:
-    """The MIFPE loss (eq. 7 / eq. 8) with temperature ``T`` as a loss object.
-
-    Same as :func:`mifpe_loss` with ``temperature`` bound; prints as ``mifpe(T=...)``.
-    """
-    return _Mifpe(temperature)
+def mifpe(temperature: float = 1.0) -> Tempered:
+    """The MIFPE loss (eq. 7 / eq. 8) with temperature ``T``: :func:`tempered` cross-entropy with
+    :class:`MifpeRule`. Prints as ``mifpe(T=...)``; ``loss.beta.temperature`` is ``T``."""
+    rule = MifpeRule(temperature)
+    return Tempered(ce_loss, rule, name=repr(rule))
 
 
 def _loss_table() -> dict[str, Callable[[], Loss]]:
@@ -360,7 +382,7 @@ def _loss_table() -> dict[str, Callable[[], Loss]]:
         "cw": lambda: cw_loss,
         "dl": lambda: cw_loss,
         "dlr": lambda: dlr_loss,
-        "mifpe": lambda: _Mifpe(),
+        "mifpe": mifpe,
         "njs": lambda: Tempered(ce_loss, NJS(), name="ce-njs"),
         "hns": lambda: Tempered(ce_loss, HNS(), name="ce-hns"),
     }

@@ -108,7 +108,8 @@ def test_no_side_effects(attack):
     inputs = x.clone().requires_grad_(True)
     before = inputs.detach().clone()
     rng = torch.get_rng_state()
-    ATTACKS[attack](model, inputs, y, eps=0.1, random_start=True)
+    with pytest.warns(UserWarning, match=r"train\(\) mode"):
+        ATTACKS[attack](model, inputs, y, eps=0.1, random_start=True)
     assert model.training
     assert torch.equal(torch.get_rng_state(), rng)
     assert inputs.requires_grad and inputs.grad is None

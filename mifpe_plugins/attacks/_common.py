@@ -107,15 +107,19 @@ def check_eps(eps: EpsLike, inputs: Tensor, name: str = "eps") -> Tensor:
 
 def check_inputs(inputs: Tensor, bounds: tuple[float, float] | None) -> None:
     if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+        hint = " (convert a NumPy array with torch.from_numpy(x))" if hasattr(inputs, "__array__") else ""
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}{hint}")
     if not inputs.dtype.is_floating_point:
         raise ValueError(f"inputs must have a floating dtype, got {inputs.dtype}")
     if inputs.dim() < 2:
-        raise ValueError(f"inputs must have shape (batch, ...), got {tuple(inputs.shape)}")
+        raise ValueError(
+            f"inputs must have shape (batch, ...) with at least 2 dimensions, got {tuple(inputs.shape)}"
+            " (a single sample needs a batch dimension: inputs[None])"
+        )
     if inputs.numel() == 0:
         return
-    if bool(torch.isnan(inputs).any()):
-        raise ValueError("inputs contain NaN")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("inputs contain NaN or inf")
     if bounds is not None and (bool((inputs < bounds[0]).any()) or bool((inputs > bounds[1]).any())):
         lo, hi = float(inputs.min()), float(inputs.max())
         raise ValueError(
@@ -126,7 +130,8 @@ def check_inputs(inputs: Tensor, bounds: tuple[float, float] | None) -> None:
 
 def check_labels(labels: Tensor, inputs: Tensor, name: str = "labels") -> Tensor:
     if not isinstance(labels, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}")
+        hint = " (convert a NumPy array with torch.from_numpy(y))" if hasattr(labels, "__array__") else ""
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(labels).__name__}{hint}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
     if labels.shape != inputs.shape[:1]:
@@ -162,6 +167,33 @@ def check_logits(logits: Tensor, batch: int) -> None:
             "probabilities cross-entropy and MIFPE are computed on the wrong quantity.",
             UserWarning,
             stacklevel=3,
+        )
+
+
+def in_training_mode(model: Model) -> bool:
+    """Whether ``model`` (or any of its submodules) is in ``train()`` mode."""
+    if isinstance(model, torch.nn.Module):
+        return any(module.training for module in model.modules())
+    return bool(getattr(model, "training", False))
+
+
+def warn_if_training(model: Model) -> None:
+    if in_training_mode(model):
+        warnings.warn(
+            "the model is in train() mode: dropout makes the attack random and BatchNorm updates "
+            "its running statistics on the adversarial inputs. Call model.eval() before attacking "
+            "(the attack never changes the model's mode).",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def check_loss_values(values: object, batch: int) -> None:
+    if not isinstance(values, Tensor) or values.shape != (batch,):
+        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(
+            f"loss must return one value per sample, shape ({batch},), got {shape}: use "
+            "reduction='none' (the attacks ascend every sample's loss separately)"
         )
 
 
@@ -256,6 +288,11 @@ def prepare(
     targeted: bool,
 ) -> Batch | None:
     """Validate everything up front; ``None`` for an empty batch."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "gradient attacks cannot run under torch.inference_mode(): they need autograd. "
+            "Call the attack outside the inference_mode() block"
+        )
     bounds_t = check_bounds(bounds)
     check_inputs(inputs, bounds_t)
     labels = check_labels(labels, inputs)
@@ -263,7 +300,9 @@ def prepare(
     loss_fn = get_loss(loss)
     if inputs.shape[0] == 0:
         return None
-    x0 = inputs.detach()
+    warn_if_training(model)
+    # A tensor made under inference_mode cannot enter autograd; a copy outside it can.
+    x0 = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
     with torch.no_grad():
         clean_logits = model(x0)
     check_logits(clean_logits, x0.shape[0])
@@ -271,9 +310,9 @@ def prepare(
     bind = getattr(loss_fn, "bind", None)
     if bind is not None:
         loss_fn = bind(model, x0, labels)
-    # One evaluation on the clean logits surfaces a loss's own errors (e.g. DLR with K < 3)
-    # before any work is done.
-    loss_fn(clean_logits, labels, targeted=targeted)
+    # One evaluation on the clean logits surfaces a loss's own errors (e.g. DLR with K < 3, or a
+    # scalar where one value per sample is needed) before any work is done.
+    check_loss_values(loss_fn(clean_logits, labels, targeted=targeted), labels.shape[0])
     return Batch(x0, labels, eps_t, bounds_t, clean_logits.detach(), loss_fn)
 
 

@@ -60,11 +60,13 @@ class Ball:
         """Steepest-ascent direction of unit norm: ``sign(g)`` (L-inf) or ``g / ||g||_2`` (L2).
 
         A zero gradient gives a zero direction in both norms, so an underflowed loss does not move.
+        The L2 direction divides by the largest entry first: ``||g||_2`` of a gradient with
+        entries near the dtype's maximum (or its square's underflow for tiny ones) would
+        overflow to ``inf`` and give a zero direction.
         """
         if self.norm == "linf":
             return grad.sign()
-        norms = _flat_norm(grad).clamp_min(torch.finfo(grad.dtype).tiny)
-        return grad / self.per_sample(norms)
+        return _unit_l2(grad)
 
     def random_start(self, generator: torch.Generator) -> Tensor:
         """A uniform sample of the ball (then clipped to the bounds)."""
@@ -73,7 +75,7 @@ class Ball:
             noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             return self.project(x0 + (2 * noise - 1) * self._eps_view)
         direction = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        direction = direction / self.per_sample(_flat_norm(direction).clamp_min(torch.finfo(x0.dtype).tiny))
+        direction = _unit_l2(direction)
         dim = x0[0].numel()
         radius = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
         radius = radius ** (1.0 / dim) * self.eps
@@ -82,6 +84,15 @@ class Ball:
 
 def _flat_norm(x: Tensor) -> Tensor:
     return x.flatten(1).norm(p=2, dim=1)
+
+
+def _unit_l2(x: Tensor) -> Tensor:
+    """``x / ||x||_2`` per sample, computed on ``x / max|x|`` so that the norm neither overflows
+    nor underflows; zero rows stay zero."""
+    view = (-1,) + (1,) * (x.dim() - 1)
+    tiny = torch.finfo(x.dtype).tiny
+    scaled = x / x.flatten(1).abs().amax(dim=1).clamp_min(tiny).view(view)
+    return scaled / _flat_norm(scaled).clamp_min(tiny).view(view)
 
 
 def norm_of(delta: Tensor, norm: str) -> Tensor:

@@ -21,6 +21,7 @@ from ._common import (
     check_eps,
     check_positive_int,
     check_run_settings,
+    in_training_mode,
     prepare,
     resolve_generator,
     resolve_norm,
@@ -241,8 +242,9 @@ class _PGDRunner:
         x_prev = x
         # With the paper's protocol fooled samples never move again, so every few steps the batch
         # is shrunk to the samples still being attacked (one host sync per check). Not with a
-        # callback, which reports on the whole batch, nor for plain PGD, which moves every sample.
-        compact = self.keep_best and self.callback is None
+        # callback, which reports on the whole batch, nor for plain PGD, which moves every sample,
+        # nor in train() mode, where BatchNorm cannot take the one-row batches shrinking can leave.
+        compact = self.keep_best and self.callback is None and not in_training_mode(self.model)
         index: Tensor | None = None  # positions in the full batch of the rows being attacked
         for iteration in range(self.steps):
             if compact and iteration % _COMPACT_EVERY == 0:

@@ -1,0 +1,129 @@
+"""Edges of the Python API: targeted evaluation, malformed arguments, inference mode, train mode,
+and the rounding of the perturbation norm."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_mlp_data
+from torch import nn
+
+from mifpe_plugins import apgd, evaluate, fgsm, pgd
+
+
+def test_targeted_evaluation_measures_accuracy_against_the_true_labels():
+    model, x, y = make_mlp_data(n=12, dtype=torch.float32)
+    targets = (y + 1) % 4
+    # eps = 0 moves nothing: clean and robust accuracy are the model's own, 100 % on its predictions.
+    result = evaluate(model, x, y, attack="pgd", eps=0.0, steps=2, targeted=True, targets=targets)
+    assert result.clean_accuracy == 1.0 and result.robust_accuracy == 1.0
+    attacked = evaluate(model, x, y, attack="pgd", eps=0.5, steps=20, targeted=True, targets=targets,
+                        keep_adversarial=True)
+    with torch.no_grad():
+        hit = model(attacked.adversarial).argmax(dim=1) == targets
+    assert attacked.clean_accuracy == 1.0 and hit.any()
+    assert attacked.robust_accuracy <= 1 - float(hit.float().mean())
+
+
+def test_targeted_evaluation_needs_targets_and_targets_need_targeted():
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"targeted=True\) needs targets="):
+        evaluate(model, x, y, eps=0.1, targeted=True)
+    with pytest.raises(ValueError, match="targets is only for targeted attacks"):
+        evaluate(model, x, y, eps=0.1, targets=y)
+    with pytest.raises(ValueError, match=r"targets must have shape \(4,\)"):
+        evaluate(model, x, y, eps=0.1, targeted=True, targets=y[:3])
+
+
+def test_per_sample_eps_of_the_wrong_length_is_an_error():
+    model, x, y = make_mlp_data(n=6, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"eps must be a number, a 0-dim tensor or shape \(6,\), got \(4,\)"):
+        evaluate(model, x, y, eps=torch.full((4,), 0.1), batch_size=2)
+
+
+@pytest.mark.parametrize("attack", [fgsm, pgd, apgd])
+def test_infinite_inputs_are_an_error_even_without_bounds(attack):
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    x[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="inputs contain NaN or inf"):
+        attack(model, x, y, eps=0.1, bounds=None)
+    with pytest.raises(ValueError, match="inputs contain NaN or inf"):
+        evaluate(model, x, y, eps=0.1, bounds=None)
+
+
+def test_a_loss_returning_a_scalar_is_an_error():
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+
+    def mean_ce(logits, labels, *, targeted=False):
+        return nn.functional.cross_entropy(logits, labels)
+
+    with pytest.raises(ValueError, match=r"loss must return one value per sample, shape \(4,\), got \(\)"):
+        pgd(model, x, y, eps=0.1, loss=mean_ce)
+
+
+def test_numpy_and_one_dimensional_inputs_get_messages_about_the_inputs():
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"inputs must be a torch.Tensor, got ndarray \(convert .*torch.from_numpy"):
+        evaluate(model, x.numpy(), y)
+    with pytest.raises(TypeError, match=r"labels must be a torch.Tensor .*got ndarray"):
+        evaluate(model, x, np.asarray(y))
+    with pytest.raises(ValueError, match=r"inputs must have shape \(batch, \.\.\.\).*inputs\[None\]"):
+        evaluate(model, x[0], y[:1])
+    with pytest.raises(ValueError, match=r"inputs must have shape \(batch, \.\.\.\)"):
+        pgd(model, x[0], y[:1], eps=0.1)
+
+
+def test_inference_mode_is_named():
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"cannot run under torch.inference_mode\(\)"):
+        pgd(model, x, y, eps=0.1)
+    with torch.inference_mode():
+        x_inf = x.clone()
+    assert x_inf.is_inference()
+    # Tensors made under inference_mode are fine outside it.
+    torch.testing.assert_close(pgd(model, x_inf, y, eps=0.1, steps=3), pgd(model, x, y, eps=0.1, steps=3))
+
+
+class BatchNormMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_train_mode_warns_and_batch_norm_survives_batch_shrinking():
+    model = BatchNormMLP().train()
+    x = torch.rand(8, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pred = model(x).argmax(dim=1)
+    # Seven samples are misclassified from the start: the paper's protocol would shrink the
+    # attacked batch to the one row left, which BatchNorm1d refuses in train mode.
+    y = torch.where(torch.arange(8) == 0, pred, (pred + 1) % 4)
+    with pytest.warns(UserWarning, match=r"train\(\) mode: dropout makes the attack random"):
+        x_adv = pgd(model, x, y, eps=0.05, steps=10)
+    assert x_adv.shape == x.shape and model.training
+
+
+def test_eval_mode_does_not_warn():
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pgd(model, x, y, eps=0.1, steps=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_perturbation_norm_is_within_eps_up_to_the_rounding_of_the_inputs(dtype):
+    model, x, y = make_mlp_data(n=32, dtype=torch.float32)
+    model, x = model.to(dtype), x.to(dtype)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    eps = 0.1 if dtype == torch.bfloat16 else 8 / 255
+    result = evaluate(model, x, y, attack="pgd", eps=eps, steps=5)
+    assert bool(result.within_eps.all()) and result.summary()["all_within_eps"] is True
+    # A perturbation beyond eps is reported as such.
+    outside = evaluate(model, x, y, attack=lambda m, xb, yb, eps: xb + 2 * eps, eps=eps)
+    assert not bool(outside.within_eps.any()) and outside.summary()["all_within_eps"] is False
