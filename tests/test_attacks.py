@@ -308,22 +308,28 @@ def test_keep_best_never_worse_than_last_iterate():
     assert best <= last
 
 
+@pytest.mark.parametrize("attack", [pgd, apgd])
 @pytest.mark.parametrize("loss", ["mifpe", "hns", "dlr"])
-def test_shrinking_the_batch_changes_nothing(loss):
-    # Without a callback, PGD drops fooled samples from the batch every few steps; with one it
-    # keeps the whole batch (masking). Both must return the same points.
+def test_shrinking_the_batch_changes_nothing(attack, loss):
+    # Without a callback, PGD and APGD drop fooled samples from the batch every few steps; with
+    # one they keep the whole batch (masking). Both must return the same points: APGD's step
+    # sizes and checkpoints are per sample.
     model, x, y = make_mlp_data(n=24, dtype=torch.float64, seed=3)
     kwargs = dict(eps=0.15, steps=23, loss=loss, restarts=2, generator=None)
-    shrunk = pgd(model, x, y, **kwargs)
-    masked = pgd(model, x, y, callback=lambda info: None, **kwargs)
+    shrunk = attack(model, x, y, **kwargs)
+    masked = attack(model, x, y, callback=lambda info: None, **kwargs)
     torch.testing.assert_close(shrunk, masked, rtol=0, atol=1e-12)
     assert accuracy(model, shrunk, y) < 1.0
 
 
-def test_shrinking_the_batch_saves_gradients():
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+def test_shrinking_the_batch_saves_gradients(attack):
     from mifpe_plugins import evaluate
 
     model, x, y = large_margin_problem(torch.float32, n=32)
-    result = evaluate(model, x, y, attack="pgd", eps=0.3, steps=50, random_start=False)
+    result = evaluate(model, x, y, attack=attack, eps=0.3, steps=50, random_start=False)
     assert result.robust_accuracy < 0.5
     assert result.gradient_evaluations < 0.5 * 32 * 50
+    # Masking keeps every row: one gradient per sample per step.
+    masked = evaluate(model, x, y, attack=attack, eps=0.3, steps=50, random_start=False, callback=lambda info: None)
+    assert masked.gradient_evaluations == 32 * 50

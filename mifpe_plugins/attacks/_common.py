@@ -255,12 +255,22 @@ class Objective:
     def margin(self, logits: Tensor) -> Tensor:
         return logit_margin(logits, self.report_labels)
 
+    def loss_value(self, logits: Tensor) -> Tensor:
+        """The per-sample loss of these logits for this run's labels and mode."""
+        return self.loss(logits, self.loss_labels, targeted=self.targeted, **self.extra)
+
+    def evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (per-sample loss, logits) at ``x`` without a gradient."""
+        with torch.no_grad():
+            logits = self.model(x)
+            return self.loss_value(logits), logits
+
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Return (per-sample loss, input gradient, logits), all detached."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.model(x)
-            loss = self.loss(logits, self.loss_labels, targeted=self.targeted, **self.extra)
+            loss = self.loss_value(logits)
             (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad, logits.detach()
 

@@ -10,21 +10,17 @@ from torch import Tensor
 
 from ..losses import Loss
 from ._common import (
-    Batch,
     Bounds,
     Callback,
     EpsLike,
     Model,
-    Objective,
-    Outcome,
-    StepInfo,
-    attack_objectives,
     check_positive_int,
     check_run_settings,
     prepare,
     resolve_generator,
     resolve_norm,
 )
+from ._loop import Plan, run_attack
 from ._steps import Ball
 
 __all__ = ["apgd", "apgd_checkpoints"]
@@ -75,13 +71,15 @@ def apgd(
     since ``w_{j-1}``, or (2) its step was not halved at ``w_{j-1}`` and its best loss has not
     improved since. Condition (1) is the paper's strict ``<``; AutoAttack's code uses ``<=``.
     A restart from the best point also resets the momentum there (AutoAttack carries the last
-    displacement over). All samples keep moving, as in the paper; the first adversarial example
-    found for each sample is returned, else its highest-loss point.
+    displacement over). The first adversarial example found for each sample is returned, else
+    its highest-loss point. A fooled sample stops there and every 5 steps fooled samples leave the
+    batch; step sizes and checkpoints are per sample, so this changes no result.
 
     Parameters
     ----------
     steps : int
-        Number of iterations (gradient evaluations after the initial one).
+        Number of updates. The gradient is evaluated at the start and after every update but the
+        last, whose point is scored by a forward pass: ``steps`` gradient evaluations per run.
     rho : float
         Fraction of increasing steps below which the step is halved (condition 1).
     Other parameters
@@ -108,100 +106,76 @@ def apgd(
     )
     if batch is None:
         return inputs.detach().clone()
-    runner = _APGDRunner(
-        model, batch, norm=norm_name, steps=steps, momentum=momentum, rho=rho,
-        random_start=random_start, generator=resolve_generator(generator, batch.inputs.device),
-        callback=callback,
-    )
-    state = Outcome(batch.inputs)
-    runs = attack_objectives(model, batch, targeted=targeted, target_classes=target_classes)
-    state.found = runs[0][1].success(batch.clean_logits)
-    for target, objective in runs:
-        for restart in range(restarts):
-            runner.run(objective, state, restart=restart, target=target)
-    return state.result()
+    stepper = _APGDStep(checkpoints=apgd_checkpoints(steps), momentum=momentum, rho=rho)
+    plan = Plan(norm_name, steps, restarts, random_start, True,
+                resolve_generator(generator, batch.inputs.device), callback)
+    return run_attack(model, batch, stepper, plan, targeted=targeted, target_classes=target_classes)
 
 
-class _APGDRunner:
-    def __init__(
-        self,
-        model: Model,
-        batch: Batch,
-        *,
-        norm: str,
-        steps: int,
-        momentum: float,
-        rho: float,
-        random_start: bool,
-        generator: torch.Generator,
-        callback: Callback | None,
-    ) -> None:
-        self.model = model
-        self.batch = batch
-        self.ball = Ball(norm, batch.inputs, batch.eps, batch.bounds)
-        self.steps = steps
+class _APGDStep:
+    """APGD's update (Croce & Hein 2020, Alg. 1): momentum steps, and at each checkpoint a per-sample
+    step halving with a restart from the sample's best point."""
+
+    _PER_SAMPLE = ("step_size", "x_prev", "prev_loss", "best_loss", "best_x", "best_grad", "increases",
+                   "halved_last", "best_at_last_checkpoint")
+
+    def __init__(self, *, checkpoints: list[int], momentum: float, rho: float) -> None:
+        self.checkpoints = set(checkpoints)
         self.momentum = momentum
         self.rho = rho
-        self.random_start = random_start
-        self.generator = generator
-        self.callback = callback
-        self.checkpoints = set(apgd_checkpoints(steps))
 
-    def run(self, objective: Objective, state: Outcome, *, restart: int, target: int | None) -> None:
-        ball = self.ball
-        x = ball.random_start(self.generator) if self.random_start else ball.center
-        loss, grad, logits = objective(x)
-        state.record(objective.success(logits), x, loss)
-        self._report(objective, 0, restart, target, loss, logits, state)
+    def start(self, ball: Ball, x: Tensor) -> None:
+        self.step_size = 2.0 * ball.eps
+        self.x_prev = x
+        self.increases = torch.zeros_like(ball.eps)
+        self.halved_last = torch.ones_like(ball.eps, dtype=torch.bool)
+        self.since_checkpoint = 0
+        # Set from the first evaluated point.
+        self.prev_loss = self.best_loss = self.best_x = self.best_grad = self.best_at_last_checkpoint = None
 
-        step = 2.0 * self.batch.eps
-        best_loss, best_x, best_grad = loss, x, grad
-        prev_loss = loss
-        x_prev = x
-        increases = torch.zeros_like(loss)
-        since_checkpoint = 0
-        halved_last = torch.ones_like(loss, dtype=torch.bool)
-        best_at_last_checkpoint = best_loss
+    def subset(self, keep: Tensor) -> None:
+        for name in self._PER_SAMPLE:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[keep])
 
-        for iteration in range(self.steps):
-            candidate = ball.project(x + ball.per_sample(step) * ball.direction(grad))
-            if iteration > 0:
-                a = self.momentum
-                candidate = ball.project(x + a * (candidate - x) + (1 - a) * (x - x_prev))
-            x_prev, x = x, candidate
-            loss, grad, logits = objective(x)
-            state.record(objective.success(logits), x, loss)
-            self._report(objective, iteration + 1, restart, target, loss, logits, state)
+    def step(self, iteration: int, x: Tensor, loss: Tensor, grad: Tensor, ball: Ball) -> Tensor:
+        if iteration == 0:
+            self.best_loss, self.best_x, self.best_grad = loss, x, grad
+            self.prev_loss = self.best_at_last_checkpoint = loss
+        else:
+            x, grad = self._track(iteration, x, loss, grad, ball)
+        candidate = ball.project(x + ball.per_sample(self.step_size) * ball.direction(grad))
+        if iteration > 0:
+            a = self.momentum
+            candidate = ball.project(x + a * (candidate - x) + (1 - a) * (x - self.x_prev))
+        self.x_prev = x
+        return candidate
 
-            increases = increases + (loss > prev_loss).to(increases.dtype)
-            prev_loss = loss
-            improved = loss > best_loss
-            view = ball.per_sample(improved)
-            best_x = torch.where(view, x, best_x)
-            best_grad = torch.where(view, grad, best_grad)
-            best_loss = torch.where(improved, loss, best_loss)
-            since_checkpoint += 1
-
-            if iteration + 1 in self.checkpoints:
-                oscillating = increases < self.rho * since_checkpoint
-                stalled = ~halved_last & (best_loss <= best_at_last_checkpoint)
-                halve = oscillating | stalled
-                step = torch.where(halve, step / 2, step)
-                view = ball.per_sample(halve)
-                x = torch.where(view, best_x, x)
-                x_prev = torch.where(view, best_x, x_prev)
-                grad = torch.where(view, best_grad, grad)
-                halved_last = halve
-                best_at_last_checkpoint = best_loss
-                increases = torch.zeros_like(increases)
-                since_checkpoint = 0
-
-    def _report(self, objective, iteration, restart, target, loss, logits, state: Outcome) -> None:
-        if self.callback is None:
-            return
-        self.callback(
-            StepInfo(
-                iteration=iteration, restart=restart, target=target, loss=loss,
-                margin=objective.margin(logits), success=state.found.clone(),
-            )
-        )
+    def _track(self, iteration: int, x: Tensor, loss: Tensor, grad: Tensor, ball: Ball) -> tuple[Tensor, Tensor]:
+        """Count increases, keep the best point, and at a checkpoint halve the step where (1) the loss
+        rose in fewer than ``rho`` of the steps since the last one, or (2) the step was not halved
+        there and the best loss has not improved since; those samples restart from their best point."""
+        self.increases = self.increases + (loss > self.prev_loss).to(self.increases.dtype)
+        self.prev_loss = loss
+        improved = loss > self.best_loss
+        view = ball.per_sample(improved)
+        self.best_x = torch.where(view, x, self.best_x)
+        self.best_grad = torch.where(view, grad, self.best_grad)
+        self.best_loss = torch.where(improved, loss, self.best_loss)
+        self.since_checkpoint += 1
+        if iteration not in self.checkpoints:
+            return x, grad
+        oscillating = self.increases < self.rho * self.since_checkpoint
+        stalled = ~self.halved_last & (self.best_loss <= self.best_at_last_checkpoint)
+        halve = oscillating | stalled
+        self.step_size = torch.where(halve, self.step_size / 2, self.step_size)
+        view = ball.per_sample(halve)
+        x = torch.where(view, self.best_x, x)
+        self.x_prev = torch.where(view, self.best_x, self.x_prev)
+        grad = torch.where(view, self.best_grad, grad)
+        self.halved_last = halve
+        self.best_at_last_checkpoint = self.best_loss
+        self.increases = torch.zeros_like(self.increases)
+        self.since_checkpoint = 0
+        return x, grad

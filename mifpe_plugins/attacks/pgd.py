@@ -9,33 +9,23 @@ from torch import Tensor
 
 from ..losses import Loss
 from ._common import (
-    Batch,
     Bounds,
     Callback,
     EpsLike,
     Model,
-    Objective,
-    Outcome,
-    StepInfo,
-    attack_objectives,
     check_eps,
     check_positive_int,
     check_run_settings,
-    in_training_mode,
     prepare,
     resolve_generator,
     resolve_norm,
 )
+from ._loop import Plan, run_attack
 from ._steps import Ball
 
 __all__ = ["pgd", "fgsm"]
 
 Schedule = Literal["linear", "constant"]
-
-# Shrink the attacked batch to the not-yet-fooled samples every _COMPACT_EVERY steps, when at most
-# _COMPACT_BELOW of the current rows are still active.
-_COMPACT_EVERY = 5
-_COMPACT_BELOW = 0.75
 
 
 def pgd(
@@ -146,12 +136,10 @@ def pgd(
         base_step = 2.0 * batch.eps if schedule == "linear" else 2.5 * batch.eps / steps
     else:
         base_step = check_eps(step_size, batch.inputs, name="step_size")
-    runner = _PGDRunner(
-        model, batch, norm=norm_name, steps=steps, base_step=base_step, schedule=schedule,
-        momentum=momentum, restarts=restarts, random_start=random_start, keep_best=keep_best,
-        generator=resolve_generator(generator, batch.inputs.device), callback=callback,
-    )
-    return runner.run(targeted=targeted, target_classes=target_classes)
+    stepper = _PGDStep(base_step, steps=steps, schedule=schedule, momentum=momentum)
+    plan = Plan(norm_name, steps, restarts, random_start, keep_best,
+                resolve_generator(generator, batch.inputs.device), callback)
+    return run_attack(model, batch, stepper, plan, targeted=targeted, target_classes=target_classes)
 
 
 def fgsm(
@@ -186,113 +174,29 @@ def fgsm(
     )
 
 
-class _PGDRunner:
-    def __init__(
-        self,
-        model: Model,
-        batch: Batch,
-        *,
-        norm: str,
-        steps: int,
-        base_step: Tensor,
-        schedule: Schedule,
-        momentum: float | None,
-        restarts: int,
-        random_start: bool,
-        keep_best: bool,
-        generator: torch.Generator,
-        callback: Callback | None,
-    ) -> None:
-        self.model = model
-        self.batch = batch
-        self.ball = Ball(norm, batch.inputs, batch.eps, batch.bounds)
-        self.steps = steps
+class _PGDStep:
+    """PGD's update: a (scheduled) step along the ball's steepest-ascent direction, then momentum."""
+
+    def __init__(self, base_step: Tensor, *, steps: int, schedule: Schedule, momentum: float | None) -> None:
         self.base_step = base_step
+        self.steps = steps
         self.schedule = schedule
         self.momentum = momentum
-        self.restarts = restarts
-        self.random_start = random_start
-        self.keep_best = keep_best
-        self.generator = generator
-        self.callback = callback
 
-    def run(self, *, targeted: bool, target_classes: int | None) -> Tensor:
-        b = self.batch
-        outcome = Outcome(b.inputs)
-        runs = attack_objectives(self.model, b, targeted=targeted, target_classes=target_classes)
-        if self.keep_best:
-            outcome.found = runs[0][1].success(b.clean_logits)
-        for target, objective in runs:
-            for restart in range(self.restarts):
-                self._run_once(objective, outcome, restart=restart, target=target)
-        return outcome.result()
+    def start(self, ball: Ball, x: Tensor) -> None:
+        self.step_size = self.base_step
+        self.x_prev = x
 
-    def _step_sizes(self, iteration: int, base_step: Tensor) -> Tensor:
-        if self.schedule == "linear":
-            return base_step * (1.0 - iteration / self.steps)
-        return base_step
+    def subset(self, keep: Tensor) -> None:
+        self.step_size, self.x_prev = self.step_size[keep], self.x_prev[keep]
 
-    def _run_once(self, objective: Objective, outcome: Outcome, *, restart: int, target: int | None) -> None:
-        ball = self.ball
-        base_step = self.base_step
-        x = ball.random_start(self.generator) if self.random_start else ball.center
-        # Samples fooled before this run starts stay where they are.
-        run_start_found = outcome.found.clone()
-        x = torch.where(ball.per_sample(run_start_found), outcome.best, x)
-        x_prev = x
-        # With the paper's protocol fooled samples never move again, so every few steps the batch
-        # is shrunk to the samples still being attacked (one host sync per check). Not with a
-        # callback, which reports on the whole batch, nor for plain PGD, which moves every sample,
-        # nor in train() mode, where BatchNorm cannot take the one-row batches shrinking can leave.
-        compact = self.keep_best and self.callback is None and not in_training_mode(self.model)
-        index: Tensor | None = None  # positions in the full batch of the rows being attacked
-        for iteration in range(self.steps):
-            if compact and iteration % _COMPACT_EVERY == 0:
-                active = ~(outcome.found if index is None else outcome.found[index])
-                n_active = int(active.sum())
-                if n_active == 0:
-                    return
-                if n_active <= _COMPACT_BELOW * active.numel():
-                    keep = active.nonzero().squeeze(1)
-                    index = keep if index is None else index[keep]
-                    x, x_prev, base_step = x[keep], x_prev[keep], base_step[keep]
-                    ball, objective = ball.subset(keep), objective.subset(keep)
-            loss, grad, logits = objective(x)
-            success = objective.success(logits)
-            if self.keep_best:
-                outcome.record(success, x, loss, index)
-            if self.callback is not None:
-                succeeded = outcome.found if self.keep_best else run_start_found | success
-                self._report(objective, iteration, restart, target, loss, logits, succeeded)
-            step = ball.per_sample(self._step_sizes(iteration, base_step))
-            candidate = ball.project_(torch.addcmul(x, step, ball.direction(grad)))
-            if self.momentum is not None and iteration > 0:
-                a = self.momentum
-                # x + a (z - x) + (1 - a)(x - x_prev) = a z + 2 (1 - a) x - (1 - a) x_prev,
-                # in place on z: three passes over the input instead of six.
-                candidate = ball.project_(
-                    candidate.mul_(a).add_(x, alpha=2 * (1 - a)).sub_(x_prev, alpha=1 - a)
-                )
-            x_prev = x
-            # Plain PGD moves every sample except those an earlier run already fooled.
-            if self.keep_best:
-                frozen = outcome.found if index is None else outcome.found[index]
-            else:
-                frozen = run_start_found
-            x = torch.where(ball.per_sample(frozen), x, candidate)
-        with torch.no_grad():
-            logits = self.model(x)
-            success = objective.success(logits)
-            if self.keep_best:
-                loss = objective.loss(logits, objective.loss_labels, targeted=objective.targeted, **objective.extra)
-                outcome.record(success, x, loss, index)
-            else:
-                outcome.take_last(x, success, keep=run_start_found)
-
-    def _report(self, objective, iteration, restart, target, loss, logits, found) -> None:
-        self.callback(
-            StepInfo(
-                iteration=iteration, restart=restart, target=target, loss=loss,
-                margin=objective.margin(logits), success=found.clone(),
-            )
-        )
+    def step(self, iteration: int, x: Tensor, loss: Tensor, grad: Tensor, ball: Ball) -> Tensor:
+        size = self.step_size * (1.0 - iteration / self.steps) if self.schedule == "linear" else self.step_size
+        candidate = ball.project_(torch.addcmul(x, ball.per_sample(size), ball.direction(grad)))
+        if self.momentum is not None and iteration > 0:
+            a = self.momentum
+            # x + a (z - x) + (1 - a)(x - x_prev) = a z + 2 (1 - a) x - (1 - a) x_prev,
+            # in place on z: three passes over the input instead of six.
+            candidate = ball.project_(candidate.mul_(a).add_(x, alpha=2 * (1 - a)).sub_(self.x_prev, alpha=1 - a))
+        self.x_prev = x
+        return candidate
