@@ -2,13 +2,15 @@
 
 Each entry has a recipe (architecture, objective, epochs, seed) and, once trained, weights and a
 training log shipped in ``mifpe_plugins/_data/zoo/``: ``<name>.pt`` (state dict) and
-``<name>.json`` (time, clean accuracy on the bundled test subset, logit-margin statistics).
+``<name>.json`` (time, clean accuracy on the bundled test subset, logit-margin statistics, and the
+``sha256`` of ``<name>.pt``, checked by :func:`load` before the weights are read).
 ``python -m mifpe_plugins.zoo train NAME`` retrains one on the CPU from Debian's
-``dataset-fashion-mnist``.
+``dataset-fashion-mnist`` and writes both files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -314,8 +316,54 @@ def _check_name(name: str) -> Recipe:
     return RECIPES[name]
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _restore_hint(name: str) -> str:
+    return (
+        f"Restore the shipped pair by reinstalling the package (`pip install --force-reinstall "
+        f"--no-deps mifpe-plugins`; in a source checkout `git checkout -- mifpe_plugins/_data/zoo/{name}.pt "
+        f"mifpe_plugins/_data/zoo/{name}.json`), or retrain it with `mifpe zoo train {name}`"
+    )
+
+
+def _recorded_sha256(log_path: Path) -> str | None:
+    # a missing or damaged log is reported as "no hash recorded", with the same remedy
+    try:
+        recorded = json.loads(log_path.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, str) else None
+
+
+def _verify_checkpoint(name: str, path: Path) -> None:
+    """Raise unless ``path`` has the sha256 recorded in its training log (``<name>.json``).
+
+    The weights and the log are written together by :func:`train`; a mismatch means the file was
+    damaged or replaced, and the numbers the log (and README) report would not be reproduced.
+    """
+    log_path = path.with_name(f"{name}.json")
+    expected = _recorded_sha256(log_path)
+    if expected is None:
+        raise ValueError(
+            f"zoo model {name!r}: no sha256 recorded for {path} ({log_path} is missing, unreadable or "
+            f"has no 'sha256' field), so the weights cannot be checked. {_restore_hint(name)}"
+        )
+    actual = _file_sha256(path)
+    if actual != expected:
+        raise ValueError(
+            f"zoo model {name!r}: {path} is corrupted or was replaced: its sha256 is {actual}, "
+            f"but {log_path.name} records {expected}. {_restore_hint(name)}"
+        )
+
+
 def load(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
-    """A trained zoo model in eval mode."""
+    """A trained zoo model in eval mode, its weights checked against their recorded sha256."""
     _check_name(name)
     path = _zoo_dir() / f"{name}.pt"
     if not path.exists():
@@ -323,6 +371,7 @@ def load(name: str, *, device: str | torch.device = "cpu") -> nn.Module:
             f"zoo model {name!r} has no shipped weights ({path}); train it with "
             f"`python -m mifpe_plugins.zoo train {name}`"
         )
+    _verify_checkpoint(name, path)
     model = load_state_dict_into(build(RECIPES[name].architecture), path, architecture=RECIPES[name].architecture)
     return model.to(device).eval()
 
@@ -375,7 +424,10 @@ def train(
     name: str, *, root: str | Path | None = None, out_dir: str | Path | None = None,
     log: Callable[[str], None] = print, show_progress: bool = True,
 ) -> tuple[nn.Module, dict]:
-    """Train a zoo model on the Fashion-MNIST training split and write its weights and log."""
+    """Train a zoo model on the Fashion-MNIST training split and write its weights and log.
+
+    The log records the weights' sha256, which :func:`load` checks, so the pair stays consistent.
+    """
     recipe = _check_name(name)
     x_train, y_train = load_fashion_mnist(root, split="train")
     rng_state = torch.get_rng_state()
@@ -411,6 +463,7 @@ def train(
     target = Path(out_dir) if out_dir is not None else _zoo_dir()
     target.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), target / f"{name}.pt")
+    report["sha256"] = _file_sha256(target / f"{name}.pt")
     (target / f"{name}.json").write_text(json.dumps(report, indent=2))
     log(f"{name}: {json.dumps(report['bundled_test_subset'])}")
     return model, report
