@@ -48,6 +48,8 @@ __all__ = [
     "tempered",
     "Tempered",
     "get_loss",
+    "resolve_loss",
+    "BETA_NAMES",
     "mifpe",
     "accepts_source_labels",
     "LOSS_NAMES",
@@ -410,6 +412,72 @@ def get_loss(loss: str | Loss) -> Loss:
     if key.startswith("fnz-") and key[4:].isdigit():
         return fnz_loss(int(key[4:]))
     raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)} or pass a callable")
+
+
+#: Names accepted by :func:`resolve_loss`'s ``beta=`` (PGD++ Alg. 1 and Alg. 2).
+BETA_NAMES = ("njs", "hns")
+
+
+def resolve_loss(
+    loss: str | Loss = "mifpe",
+    *,
+    temperature: float | None = None,
+    beta: str | BetaLike | None = None,
+) -> Loss:
+    """A loss spec as the adapters take it -- a loss, MIFPE's ``T``, PGD++'s ``beta`` -- as one loss.
+
+    The one place every host's ``loss=``/``temperature=``/``beta=`` arguments are checked and
+    combined; the adapters only prefix its errors with their class name.
+
+    Parameters
+    ----------
+    loss : str or Loss
+        A name for :func:`get_loss` or a callable.
+    temperature : float, optional
+        MIFPE's ``T`` (eq. 7 / eq. 8): only with ``loss="mifpe"``.
+    beta : {"njs", "hns"}, float, Tensor or rule, optional
+        PGD++ temperature scaling of ``loss``: :func:`tempered` with NJS (Alg. 1), HNS (Alg. 2), a
+        number, a per-sample tensor, or ``rule(logits_detached, labels) -> (B,)``.
+
+    Returns
+    -------
+    Loss
+    """
+    is_mifpe = isinstance(loss, str) and loss.strip().lower() == "mifpe"
+    if temperature is not None:
+        if not is_mifpe:
+            raise ValueError(
+                f"temperature is MIFPE's T and applies only to loss='mifpe', got loss={loss!r} "
+                f"with temperature={temperature!r}"
+            )
+        resolved = mifpe(temperature)
+    else:
+        resolved = get_loss(loss)
+    if beta is None:
+        return resolved
+    if isinstance(resolved, Tempered) or not isinstance(loss, str):
+        base_name = getattr(resolved, "__name__", None) or repr(resolved)
+    else:
+        base_name = loss.strip().lower()
+    rule = _beta_rule(beta)
+    return Tempered(resolved, rule, name=f"{base_name}-{beta.strip().lower()}" if isinstance(beta, str) else None)
+
+
+def _beta_rule(beta: str | BetaLike) -> BetaLike:
+    if isinstance(beta, str):
+        from .temperature import HNS, NJS
+
+        rules = {"njs": NJS, "hns": HNS}
+        key = beta.strip().lower()
+        if key not in rules:
+            raise ValueError(
+                f"beta must be one of {', '.join(map(repr, BETA_NAMES))}, a finite number > 0, a "
+                f"(batch,) tensor or a rule (logits, labels) -> (batch,) tensor; got {beta!r}"
+            )
+        return rules[key]()
+    if isinstance(beta, bool):
+        raise TypeError(f"beta must be a name, a number, a tensor or a rule, got {beta!r}")
+    return beta
 
 
 def accepts_source_labels(loss: Loss) -> bool:

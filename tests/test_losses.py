@@ -154,3 +154,28 @@ def test_get_loss_names_and_errors():
         get_loss("foo")
     with pytest.raises(TypeError, match="loss must be a name or a callable"):
         get_loss(3)
+
+
+def test_resolve_loss_is_the_one_place_for_loss_temperature_and_beta():
+    from mifpe_plugins.losses import resolve_loss
+    from mifpe_plugins.temperature import NJS
+
+    z = torch.randn(4, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3])
+    torch.testing.assert_close(resolve_loss()(z, y), mifpe_loss(z, y))
+    torch.testing.assert_close(resolve_loss("mifpe", temperature=3.0)(z, y), mifpe_loss(z, y, temperature=3.0))
+    assert repr(resolve_loss("mifpe", temperature=3.0)) == "mifpe(T=3)"
+    torch.testing.assert_close(resolve_loss("ce", beta=0.5)(z, y), ce_loss(0.5 * z, y))
+    assert repr(resolve_loss("ce", beta="njs")) == "ce-njs" and isinstance(resolve_loss("ce", beta="NJS").beta, NJS)
+    with pytest.raises(ValueError, match="temperature is MIFPE's T and applies only to loss='mifpe'"):
+        resolve_loss("ce", temperature=2.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        resolve_loss("mifpe", temperature=0.0)
+    with pytest.raises(ValueError, match="beta must be one of 'njs', 'hns'"):
+        resolve_loss("ce", beta="foo")
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        resolve_loss("ce", beta=-1.0)
+    with pytest.raises(TypeError, match="beta must be a name"):
+        resolve_loss("ce", beta=True)
+    with pytest.raises(ValueError, match="unknown loss 'foo'"):
+        resolve_loss("foo")

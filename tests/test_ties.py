@@ -121,3 +121,22 @@ def test_every_loss_and_its_gradient_are_finite_for_any_finite_logits(dtype, dig
         (grad,) = torch.autograd.grad(value.sum(), z)
         assert torch.isfinite(value).all(), (name, logits, value)
         assert torch.isfinite(grad).all(), (name, logits, grad)
+
+
+@pytest.mark.parametrize("name", ["standard", "binarized", "pgd-at"])
+def test_real_ties_of_the_zoo_in_bfloat16_are_attacked_like_ce_attacks_them(name):
+    from mifpe_plugins import zoo
+    from mifpe_plugins.data import bundled_fashion_mnist_test
+
+    model = zoo.load(name).to(torch.bfloat16)
+    x, y = bundled_fashion_mnist_test()
+    x = x.to(torch.bfloat16)
+    with torch.no_grad():
+        logits = model(x)
+    top2 = logits.topk(2, dim=1).values
+    tied = ((top2[:, 0] == top2[:, 1]) & (logits.argmax(dim=1) == y)).nonzero().flatten()
+    assert tied.numel() >= 1  # bfloat16's 8-bit mantissa makes exact ties on real images
+    x, y = x[tied], y[tied]
+    by_ce = (model(fgsm(model, x, y, eps=0.1, loss="ce")).argmax(dim=1) != y)
+    by_mifpe = (model(fgsm(model, x, y, eps=0.1, loss="mifpe")).argmax(dim=1) != y)
+    assert bool((by_mifpe >= by_ce).all())
