@@ -11,7 +11,7 @@ import math
 
 import torch
 
-__all__ = ["underflow_threshold", "smallest_subnormal"]
+__all__ = ["underflow_threshold", "smallest_subnormal", "percent_underflowing"]
 
 
 def smallest_subnormal(dtype: torch.dtype) -> float:
@@ -48,3 +48,15 @@ def underflow_threshold(dtype: torch.dtype) -> float:
     # ln(tiny * eps) computed as a sum of logs: tiny * eps underflows to 0.0 in a Python float
     # for float64 (2**-1074 is the float64 subnormal itself, but keep the form uniform).
     return -(math.log(info.tiny) + math.log(info.eps))
+
+
+def percent_underflowing(margins: torch.Tensor, dtype: torch.dtype) -> float:
+    """Percentage of top-logit margins ``Delta`` at or above ``lambda`` of ``dtype``.
+
+    Those are the samples whose softmax cross-entropy gradient is exactly zero in that precision
+    (MIFPE paper, Sec. 3, Fig. 2). ``margins`` may be in any dtype (e.g. float64 margins measured
+    against float16's lambda); 0.0 when there are none.
+    """
+    if margins.numel() == 0:
+        return 0.0
+    return 100 * float((margins >= underflow_threshold(dtype)).double().mean())

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .data import bundled_fashion_mnist_test, load_fashion_mnist
 from .losses import logit_margin, top_margin
-from .numerics import underflow_threshold
+from .numerics import percent_underflowing
 from .progress import progress
 
 __all__ = [
@@ -415,8 +415,7 @@ def margin_statistics(model: nn.Module, inputs: Tensor, labels: Tensor) -> dict:
     if delta.numel():
         stats["margin_median"] = float(delta.median())
         for label, dtype in (("fp16", torch.float16), ("fp32", torch.float32), ("fp64", torch.float64)):
-            lam = underflow_threshold(dtype)
-            stats[f"share_above_lambda_{label}"] = 100 * float((delta >= lam).float().mean())
+            stats[f"share_above_lambda_{label}"] = percent_underflowing(delta, dtype)
     return stats
 
 

@@ -34,3 +34,13 @@ def test_ce_gradient_exactly_zero_above_threshold(dtype):
 def test_non_float_dtype_rejected():
     with pytest.raises(ValueError, match="floating-point dtype"):
         smallest_subnormal(torch.int32)
+
+
+def test_percent_underflowing_counts_margins_at_or_above_lambda():
+    from mifpe_plugins.numerics import percent_underflowing
+
+    lam16 = underflow_threshold(torch.float16)
+    margins = torch.tensor([0.5, lam16, lam16 + 1, 200.0], dtype=torch.float64)
+    assert percent_underflowing(margins, torch.float16) == 75.0
+    assert percent_underflowing(margins, torch.float32) == 25.0
+    assert percent_underflowing(margins[:0], torch.float32) == 0.0

@@ -23,7 +23,8 @@ def test_shipped_weights_reproduce_their_log(name):
     stats = zoo.margin_statistics(model, x, y)
     logged = zoo.training_log(name)["bundled_test_subset"]
     assert stats["clean_accuracy"] == pytest.approx(logged["clean_accuracy"], abs=1e-6)
-    assert stats["share_above_lambda_fp32"] == pytest.approx(logged["share_above_lambda_fp32"], abs=1e-6)
+    # The logs' shares were averaged in float32 (92.832762 for 816/879 = 92.832765 %).
+    assert stats["share_above_lambda_fp32"] == pytest.approx(logged["share_above_lambda_fp32"], abs=1e-5)
     assert not model.training
 
 
