@@ -1,6 +1,7 @@
 """MIFPE inside AutoAttack: a toy model on which AutoAttack's own APGD-CE sees no gradient.
 
-Run: python adapters/autoattack_example.py   (needs: pip install mifpe-plugins[autoattack])
+Run: python adapters/autoattack_example.py   (needs: pip install mifpe-plugins[autoattack], or
+upstream AutoAttack from git, which is used when both are installed)
 
 The model is linear with logit margins above float32's softmax underflow margin (~103), so the
 cross-entropy gradient is exactly zero and stock APGD-CE cannot move; the same AutoAttack with the
@@ -9,11 +10,15 @@ linear model is known, and printed for comparison.
 """
 
 import torch
-from pyautoattack import AutoAttack
 from torch import nn
 
 from mifpe_plugins import underflow_threshold
-from mifpe_plugins.adapters.autoattack import mifpe_autoattack
+from mifpe_plugins.adapters.autoattack import (
+    describe_distribution,
+    mifpe_autoattack,
+    run_standard_evaluation,
+    stock_autoattack,
+)
 
 EPS = 0.09
 
@@ -51,22 +56,23 @@ def robust_accuracy(net: nn.Module, x_adv, labels) -> float:
 
 def main() -> None:
     net, images, labels = large_margin_toy()
+    print(f"AutoAttack: {describe_distribution()}")
     print(f"clean accuracy: {100 * robust_accuracy(net, images, labels):.1f}%")
 
-    # Stock AutoAttack, APGD-CE only (one restart, as in its standard version).
-    stock = AutoAttack(net, attacks=["apgd-ce"], version="custom", eps=EPS, seed=0, device="cpu")
+    # The host's own AutoAttack, APGD-CE only (one restart, as in its standard version).
+    # verbose=False: no log, whichever distribution is installed.
+    stock = stock_autoattack(net, "Linf", EPS, version="custom", attacks_to_run=["apgd-ce"], verbose=False)
     stock.apgd.n_restarts = 1
-    x_adv, _ = stock.run_standard_evaluation(images, labels)
+    x_adv, _ = run_standard_evaluation(stock, images, labels)  # one call for both distributions
     print(f"robust accuracy, AutoAttack APGD-CE (stock): {100 * robust_accuracy(net, x_adv, labels):.1f}%")
 
     # The same attacks with MIFPE in APGD and APGD-T (5 classes: at most 4 target classes).
-    ours = mifpe_autoattack(net, eps=EPS, version="custom", attacks_to_run=["apgd-ce", "apgd-t"])
+    ours = mifpe_autoattack(net, "Linf", EPS, version="custom", attacks_to_run=["apgd-ce", "apgd-t"], verbose=False)
     ours.apgd.n_restarts = 1
     ours.apgd_targeted.n_target_classes = 4
     for attacks in (["apgd-ce"], ["apgd-ce", "apgd-t"]):
         ours.attacks_to_run = attacks
-        x_adv = ours.run_standard_evaluation(images, labels)
-        x_adv = x_adv[0] if isinstance(x_adv, tuple) else x_adv  # pyautoattack returns (x, y)
+        x_adv, _ = run_standard_evaluation(ours, images, labels)
         name = " + ".join(a.upper() for a in attacks)
         print(f"robust accuracy, AutoAttack {name} with MIFPE: {100 * robust_accuracy(net, x_adv, labels):.1f}%")
     print(f"exact robust accuracy of this linear model: {100 * exact_robust_accuracy(net, images, labels, EPS):.1f}%")

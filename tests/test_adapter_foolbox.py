@@ -348,3 +348,84 @@ def test_example_script_runs_and_shows_the_boost():
     assert percent["clean accuracy"] == 100.0
     assert percent["robust accuracy, Foolbox LinfPGD (CE)"] == 100.0
     assert percent["robust accuracy, LinfMIFPEPGD (MIFPE)"] <= 5.0
+
+
+# --------------------------------------------------------------------------------------------
+# Epsilons and bounds, checked as the core checks them (Foolbox accepts NaN and negative epsilons,
+# and only asserts the bounds, without a message, in __call__ and not at all in run)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "epsilons",
+    [float("nan"), -0.1, float("inf"), [0.1, float("nan")], [0.05, -0.01]],
+    ids=["nan", "negative", "inf", "nan-in-list", "negative-in-list"],
+)
+@pytest.mark.parametrize("attack", [fba.LinfMIFPEPGD, fba.L2MIFPEPGD, fba.LinfMIFPEFGSM, fba.L2FGSMPP])
+def test_bad_epsilons_are_rejected_before_any_run(attack, epsilons):
+    model, x, labels = make_mlp_data(n=4, dtype=torch.float32)
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    calls = []
+
+    def recording_ce(logits, targets, *, targeted=False):
+        calls.append(targeted)
+        return mifpe_plugins.ce_loss(logits, targets, targeted=targeted)
+
+    instance = attack(loss=recording_ce) if "MIFPE" in attack.__name__ else attack(loss=recording_ce, beta=1.0)
+    with pytest.raises(ValueError, match=r"epsilons must be finite and >= 0, got"):
+        instance(fmodel, x, labels, epsilons=epsilons)
+    assert calls == []  # not even the valid epsilons of the list ran
+
+
+def test_stock_foolbox_accepts_a_nan_epsilon():
+    # Why the adapter checks: the host returns NaN "adversarial examples" without a word.
+    model, x, labels = make_mlp_data(n=4, dtype=torch.float32)
+    raw, _, _ = fb.attacks.LinfPGD(steps=2)(fb.PyTorchModel(model, bounds=(0, 1)), x, labels, epsilons=float("nan"))
+    assert bool(torch.isnan(raw).all())
+
+
+def test_run_checks_its_epsilon_too():
+    model, x, labels = make_mlp_data(n=4, dtype=torch.float32)
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    with pytest.raises(ValueError, match=r"epsilon must be finite and >= 0, got -0.1"):
+        fba.LinfMIFPEPGD(steps=1).run(fmodel, x, fb.criteria.Misclassification(labels), epsilon=-0.1)
+
+
+def test_zero_and_numpy_epsilons_are_numbers():
+    import numpy as np
+
+    model, x, labels = make_mlp_data(n=8, dtype=torch.float32)
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    attack = fba.LinfMIFPEPGD(loss="ce", steps=3, random_start=False)
+    by_numpy = attack(fmodel, x, labels, epsilons=[np.float32(0.0), np.float64(0.1)])
+    by_float = attack(fmodel, x, labels, epsilons=[0.0, 0.1])
+    assert all(torch.equal(a, b) for a, b in zip(by_numpy[0], by_float[0], strict=True))
+    assert not bool(by_float[2][0].any())  # epsilon 0 leaves every input as it is
+
+
+@pytest.mark.parametrize("call", ["__call__", "run"])
+def test_inputs_outside_the_models_bounds_are_rejected(call):
+    model, x, labels = make_mlp_data(n=4, dtype=torch.float32)
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    attack = fba.LinfMIFPEPGD(steps=1)
+    message = (r"inputs must lie within the Foolbox model's bounds \[0, 1\], got values in \[[^,]+, 2\d\d.*"
+               r"fb.PyTorchModel\(net, bounds=\(0, 255\)")
+    with pytest.raises(ValueError, match=message):
+        if call == "run":
+            attack.run(fmodel, 255 * x, fb.criteria.Misclassification(labels), epsilon=8.0)
+        else:
+            attack(fmodel, 255 * x, labels, epsilons=8.0)
+    # Stock Foolbox: a bare AssertionError in __call__ (none at all under python -O or in run).
+    with pytest.raises(AssertionError):
+        fb.attacks.LinfPGD(steps=1)(fmodel, 255 * x, labels, epsilons=8.0)
+
+
+def test_inputs_in_a_models_own_bounds_pass_and_nan_inputs_do_not():
+    model, x, labels = make_mlp_data(n=4, dtype=torch.float32)
+    pixels = fb.PyTorchModel(model, bounds=(0, 255), preprocessing=dict(std=255.0))
+    raw, _, _ = fba.LinfMIFPEPGD(loss="ce", steps=2)(pixels, 255 * x, labels, epsilons=8.0)
+    assert raw.shape == x.shape
+    broken = x.clone()
+    broken[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"inputs contain NaN"):
+        fba.LinfMIFPEPGD(steps=1)(fb.PyTorchModel(model, bounds=(0, 1)), broken, labels, epsilons=0.1)

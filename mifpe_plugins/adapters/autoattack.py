@@ -15,7 +15,9 @@ through :mod:`logging`. Both share the same ``autopgd_base`` module.
 
 Entry points: :func:`mifpe_autoattack` builds a ready AutoAttack, :func:`swap_loss` converts one the
 user already built, :func:`mifpe_apgd` builds a single APGD / APGD-T, and
-:func:`run_standard_evaluation` runs any AutoAttack with the caller's global RNG kept.
+:func:`run_standard_evaluation` runs any AutoAttack of either distribution with one spelling and one
+result, keeping the caller's global RNG. :func:`describe_distribution` names the distribution and
+version that runs, for result files.
 
 References
 ----------
@@ -31,17 +33,21 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from ..attacks._common import check_eps, check_inputs, check_positive_int
 from ..losses import Loss, accepts_source_labels, get_loss, mifpe
 from ._host import require
 
@@ -51,8 +57,11 @@ __all__ = [
     "stock_autoattack",
     "mifpe_apgd",
     "run_standard_evaluation",
+    "default_distribution",
+    "describe_distribution",
     "AutoAttackLike",
     "DISTRIBUTIONS",
+    "DOMAIN",
     "VERSIONS",
     "ATTACK_NAMES",
     "NORMS",
@@ -67,6 +76,8 @@ VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 #: Threat models AutoAttack supports, in its spelling.
 NORMS = ("Linf", "L2", "L1")
+#: AutoAttack's input domain: its attacks clip every point to [0, 1], and it has no bounds option.
+DOMAIN = (0.0, 1.0)
 
 _NORM_ALIASES = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l2": "L2", "2": "L2", "l1": "L1", "1": "L1"}
 _UPSTREAM_INSTALL = "pip install git+https://github.com/fra31/auto-attack"
@@ -168,6 +179,46 @@ def _log(logger: Any, message: str) -> None:
         logger.log(message)
 
 
+class _QuietUpstreamLog:
+    """Upstream's ``Logger`` interface (``log(str)``) for an AutoAttack built with ``verbose=False``.
+
+    Upstream's own Logger prints every line to stdout, and its checks (randomised or dynamic
+    defence, too many target classes, zero gradients, Square beating the rest) log their warnings
+    whatever ``verbose`` says. Here a warning goes where pyautoattack sends it, the
+    ``'auto-attack'`` logger (stderr unless logging is configured), and nothing reaches stdout;
+    with a ``log_path`` every line is also appended to that file, as upstream does.
+    """
+
+    def __init__(self, log_path: str | None) -> None:
+        self.log_path = log_path
+
+    def log(self, message: str) -> None:
+        if self.log_path is not None:
+            with open(self.log_path, "a") as file:
+                file.write(message + "\n")
+        logger = logging.getLogger("auto-attack")
+        if message.startswith("Warning: "):
+            logger.warning(message.removeprefix("Warning: "))
+        else:
+            logger.debug(message)
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _Discard:
+    """A logger that drops every message, whatever method the host calls on it."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return _ignore
+
+
+_DISCARD = _Discard()
+#: The losses after whose first gradient the host's APGD runs ``check_zero_gradients``.
+_ZERO_GRADIENT_CHECKED = ("dlr", "dlr-targeted")
+
+
 # ----------------------------------------------------------------------------------------------
 # The APGD subclasses
 # ----------------------------------------------------------------------------------------------
@@ -214,13 +265,37 @@ class _LossSeam:
         if bind is not None:
             with torch.enable_grad():
                 self._bound_loss = bind(self.model, x.detach(), y)
-        return super().attack_single_run(x, y, x_init=x_init)
+        with self._zero_gradient_check_as_stock():
+            return super().attack_single_run(x, y, x_init=x_init)
 
-    def perturb(self, *args: Any, **kwargs: Any) -> Tensor:
+    @contextmanager
+    def _zero_gradient_check_as_stock(self) -> Iterator[None]:
+        """Let the host report its zero-gradient check only where the stock attack runs it.
+
+        After its first gradient the host calls ``check_zero_gradients`` when ``self.loss`` names
+        a DLR branch, which our ``loss`` property always does (that branch is the seam). Stock
+        APGD-CE never runs the check, so an APGD-CE slot with our loss would warn where the stock
+        attack is silent. Within ``attack_single_run`` both distributions use ``self.logger`` for
+        that report alone, so where the host asked for a loss it does not check, the run gets a
+        logger that drops the report.
+        """
+        if getattr(self, "requested_loss", self._dlr_branch) in _ZERO_GRADIENT_CHECKED:
+            yield
+            return
+        logger = getattr(self, "logger", None)
+        self.logger = _DISCARD
+        try:
+            yield
+        finally:
+            self.logger = logger
+
+    def perturb(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        _check_eps(getattr(self, "eps", None))
+        _check_inputs(x)
         if self.announce:
             _log(getattr(self, "logger", None), self._announcement())
         with _global_rng_preserved():
-            return super().perturb(*args, **kwargs)
+            return super().perturb(x, *args, **kwargs)
 
     def _announcement(self) -> str:
         raise NotImplementedError
@@ -266,11 +341,14 @@ class _TargetedSeam(_LossSeam):
 
 
 class _CallerRngKept:
-    """Mixed into the host's AutoAttack: its evaluations leave the caller's global RNG as it was."""
+    """Mixed into the host's AutoAttack: its evaluations leave the caller's global RNG as it was,
+    and check the radius and the inputs first."""
 
-    def run_standard_evaluation(self, *args: Any, **kwargs: Any) -> Any:
+    def run_standard_evaluation(self, x_orig: Tensor, y_orig: Tensor, *args: Any, **kwargs: Any) -> Any:
+        _check_eps(getattr(self, "epsilon", None), "adversary.epsilon")
+        _check_inputs(x_orig)
         with _global_rng_preserved():
-            return super().run_standard_evaluation(*args, **kwargs)
+            return super().run_standard_evaluation(x_orig, y_orig, *args, **kwargs)
 
     def run_standard_evaluation_individual(self, *args: Any, **kwargs: Any) -> Any:
         with _global_rng_preserved():
@@ -351,10 +429,34 @@ def _check_norm(norm: str | float) -> str:
     return _NORM_ALIASES[key]
 
 
-def _check_eps(eps: float) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    return float(eps)
+# One sample in float64: the core's check_eps then returns eps exactly, without float32 rounding.
+_ONE_SAMPLE = torch.zeros(1, 1, dtype=torch.float64)
+
+
+def _check_eps(eps: object, name: str = "eps") -> float:
+    """The core's rule for a radius (a finite number >= 0), and > 0: AutoAttack has one radius for
+    all samples, and at 0 it would only re-measure clean accuracy at the full cost."""
+    try:
+        value = check_eps(eps, _ONE_SAMPLE, name=name)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = None
+    if value is None or (isinstance(eps, Tensor) and eps.dim() != 0) or not bool(value[0] > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {eps!r}")
+    return float(value[0])
+
+
+def _check_inputs(inputs: Tensor) -> None:
+    """The core's input checks, with AutoAttack's fixed domain [0, 1] as the bounds."""
+    check_inputs(inputs, None)  # a floating tensor (batch, ...), finite
+    try:
+        check_inputs(inputs, DOMAIN)
+    except ValueError:
+        low, high = float(inputs.min()), float(inputs.max())
+        raise ValueError(
+            f"inputs must lie in [0, 1], AutoAttack's input domain (its attacks clip to it; it has "
+            f"no bounds option), got values in [{low:g}, {high:g}]: rescale the inputs to [0, 1] "
+            "and move the scaling (e.g. / 255, normalisation) into the model"
+        ) from None
 
 
 def _check_model(model: Callable[[Tensor], Tensor]) -> None:
@@ -462,6 +564,11 @@ def _log_to_file(adversary: Any, log_path: str | os.PathLike[str]) -> None:
     warnings_handler = logging.StreamHandler()
     warnings_handler.setLevel(logging.WARNING)
     logger.addHandler(warnings_handler)
+    _set_logger(adversary, logger)
+
+
+def _set_logger(adversary: Any, logger: Any) -> None:
+    # The AutoAttack and its APGD members share one logger (the host passes its own to both).
     adversary.logger = logger
     adversary.apgd.logger = logger
     adversary.apgd_targeted.logger = logger
@@ -469,14 +576,15 @@ def _log_to_file(adversary: Any, log_path: str | os.PathLike[str]) -> None:
 
 def mifpe_autoattack(
     model: Callable[[Tensor], Tensor],
-    *,
     norm: str | float = "Linf",
     eps: float = 8 / 255,
+    *,
     version: str = "standard",
     loss: str | Loss = "mifpe",
     temperature: float = 1.0,
     device: str | torch.device | None = None,
     seed: int | None = 0,
+    verbose: bool = True,
     log_path: str | os.PathLike[str] | None = None,
     attacks_to_run: Sequence[str] | None = None,
     distribution: str | None = None,
@@ -495,9 +603,10 @@ def mifpe_autoattack(
     model : callable
         Maps float32 inputs in [0, 1] to logits; used as given (call ``model.eval()`` first).
     norm : {"Linf", "L2", "L1"}
-        Threat model (also ``"linf"``, ``"l2"``, ``"l1"``, ``float("inf")``, 2, 1).
+        Threat model (also ``"linf"``, ``"l2"``, ``"l1"``, ``float("inf")``, 2, 1). Like ``eps``,
+        positional as in the host's ``AutoAttack(model, norm, eps)``.
     eps : float
-        Radius of the threat model.
+        Radius of the threat model, a finite number > 0.
     version : {"standard", "plus", "rand", "custom"}
         The host's version; ``"custom"`` runs ``attacks_to_run``.
     loss : str or callable
@@ -511,21 +620,29 @@ def mifpe_autoattack(
         Where the host moves inputs; default: the model's device (else CPU).
     seed : int or None
         The host's seed for every attack (``None``: the host's time-based seed).
+    verbose : bool
+        ``False``: no progress log and no line naming the loss, for both distributions (upstream's
+        own ``verbose``; pyautoattack's attribute of that name). The hosts' check warnings are
+        still reported: pyautoattack's on its ``'auto-attack'`` logger, and upstream's, which it
+        prints to stdout whatever ``verbose`` says, there too (stderr unless logging is configured).
     log_path : path, optional
         Log file. Upstream: its ``log_path``. pyautoattack: this adversary's log (debug lines
         included) goes to the file instead of the ``'auto-attack'`` logger; warnings also to stderr.
     attacks_to_run : list of str, optional
         With ``version="custom"`` only: names from :data:`ATTACK_NAMES`.
     distribution : {"autoattack", "pyautoattack"}, optional
-        Which AutoAttack to use; default upstream ``autoattack`` if importable, else ``pyautoattack``.
+        Which AutoAttack to use; default upstream ``autoattack`` if importable, else ``pyautoattack``
+        (:func:`default_distribution`).
     **kwargs
-        Passed to the host's ``AutoAttack`` constructor (e.g. upstream ``verbose``).
+        Passed to the host's ``AutoAttack`` constructor.
 
     Returns
     -------
     AutoAttackLike
-        An instance of a subclass of the host's ``AutoAttack``. Its ``run_standard_evaluation``
-        (the host's signature and return value) restores the caller's global torch RNG afterwards.
+        An instance of a subclass of the host's ``AutoAttack``. Run it with this module's
+        :func:`run_standard_evaluation` (one spelling and result for both distributions); its own
+        ``run_standard_evaluation`` has the host's signature and return value. Both restore the
+        caller's global torch RNG afterwards and reject inputs outside [0, 1].
         With fewer than 10 classes, set ``adversary.apgd_targeted.n_target_classes`` (and
         ``adversary.fab.n_target_classes``) to at most ``classes - 1``, as with the stock host.
     """
@@ -539,36 +656,45 @@ def mifpe_autoattack(
         raise ValueError("is_tf_model=True: AutoAttack then computes its losses in TensorFlow, where no PyTorch loss can reach")
     if device is None:
         device = _default_device(model)
-    adversary = _construct(_autoattack_class(name), name, model, norm, eps, version, attacks, device, seed, log_path, kwargs)
+    adversary = _construct(
+        _autoattack_class(name), name, model, norm, eps, version, attacks, device, seed, verbose, log_path, kwargs,
+    )
     _swap_members(adversary, name, attack_loss, label)
     return adversary
 
 
 def _construct(
     cls: type, name: str, model: Callable[[Tensor], Tensor], norm: str, eps: float, version: str,
-    attacks: list[str] | None, device: str | torch.device, seed: int | None,
+    attacks: list[str] | None, device: str | torch.device, seed: int | None, verbose: bool,
     log_path: str | os.PathLike[str] | None, kwargs: dict[str, Any],
 ) -> Any:
-    # The two distributions spell the attack list and the log differently.
+    # The two distributions spell the attack list, verbosity and the log differently.
     if name == "pyautoattack":
         adversary = cls(model, attacks=attacks, device=device, eps=eps, norm=norm, seed=seed, version=version, **kwargs)
+        # No constructor argument: its evaluation reads the attribute before every log line.
+        adversary.verbose = verbose
         if log_path is not None:
             _log_to_file(adversary, log_path)
         return adversary
-    return cls(
-        model, norm=norm, eps=eps, seed=seed, version=version, attacks_to_run=attacks or [],
-        device=device, log_path=None if log_path is None else os.fspath(log_path), **kwargs,
+    path = None if log_path is None else os.fspath(log_path)
+    adversary = cls(
+        model, norm=norm, eps=eps, seed=seed, verbose=verbose, version=version, attacks_to_run=attacks or [],
+        device=device, log_path=path, **kwargs,
     )
+    if not verbose:
+        _set_logger(adversary, _QuietUpstreamLog(path))
+    return adversary
 
 
 def stock_autoattack(
     model: Callable[[Tensor], Tensor],
-    *,
     norm: str | float = "Linf",
     eps: float = 8 / 255,
+    *,
     version: str = "standard",
     device: str | torch.device | None = None,
     seed: int | None = 0,
+    verbose: bool = True,
     log_path: str | os.PathLike[str] | None = None,
     attacks_to_run: Sequence[str] | None = None,
     distribution: str | None = None,
@@ -587,7 +713,9 @@ def stock_autoattack(
     attacks = _check_attacks(version, attacks_to_run)
     if device is None:
         device = _default_device(model)
-    return _construct(_HOSTS[name].AutoAttack, name, model, norm, eps, version, attacks, device, seed, log_path, kwargs)
+    return _construct(
+        _HOSTS[name].AutoAttack, name, model, norm, eps, version, attacks, device, seed, verbose, log_path, kwargs,
+    )
 
 
 def swap_loss(adversary: object, loss: str | Loss = "mifpe", *, temperature: float = 1.0) -> AutoAttackLike:
@@ -609,6 +737,7 @@ def swap_loss(adversary: object, loss: str | Loss = "mifpe", *, temperature: flo
         An AutoAttack of an unknown version (no APGD members), or one built for TensorFlow.
     """
     name = _distribution_of(adversary, "swap_loss")
+    _check_eps(getattr(adversary, "epsilon", None), "adversary.epsilon")
     attack_loss, label = _resolve_loss(loss, temperature)
     _swap_members(adversary, name, attack_loss, label)
     return adversary  # type: ignore[return-value]
@@ -632,7 +761,8 @@ def mifpe_apgd(
     Untargeted: APGD ascends ``loss(logits, y)`` (MIFPE eq. 7 by default). Targeted: the host's
     APGD-T picks its ``n_target_classes`` targets and ascends ``loss(logits, y_t, targeted=True)``
     (MIFPE eq. 8 by default). ``loss="ce"`` and ``loss="dlr"`` reproduce the stock
-    ``APGDAttack(loss='ce' / 'dlr')`` and ``APGDAttack_targeted`` bit for bit.
+    ``APGDAttack(loss='ce' / 'dlr')`` and ``APGDAttack_targeted`` bit for bit, the host's
+    zero-gradient check included (run by APGD-DLR and APGD-T, not by APGD-CE).
 
     Parameters
     ----------
@@ -658,19 +788,110 @@ def mifpe_apgd(
     if kwargs.get("is_tf_model"):
         raise ValueError("is_tf_model=True: AutoAttack then computes its losses in TensorFlow, where no PyTorch loss can reach")
     untargeted, targeted_cls = _apgd_classes(name)
-    cls = targeted_cls if targeted else untargeted
-    attack = cls(model, eps=eps, norm=norm, seed=seed, device=device, **kwargs)
+    if targeted:
+        attack = targeted_cls(model, eps=eps, norm=norm, seed=seed, device=device, **kwargs)
+    else:
+        # What the host is told it runs: its own DLR is stock APGD-DLR (checks and log included);
+        # any other loss stands in for APGD-CE's.
+        host_loss = "dlr" if attack_loss is None else "ce"
+        attack = untargeted(model, eps=eps, norm=norm, seed=seed, device=device, loss=host_loss, **kwargs)
     attack._configure(attack_loss, label)
     return attack
 
 
-def run_standard_evaluation(adversary: object, inputs: Tensor, labels: Tensor, /, **kwargs: Any) -> Any:
-    """``adversary.run_standard_evaluation(inputs, labels, **kwargs)`` keeping the caller's global RNG.
+def run_standard_evaluation(
+    adversary: object,
+    inputs: Tensor,
+    labels: Tensor,
+    /,
+    *,
+    batch_size: int = 250,
+    state_path: str | os.PathLike[str] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run any AutoAttack of either distribution with one spelling and one result.
 
-    For any AutoAttack of either distribution (with or without :func:`swap_loss`). Returns what the
-    host returns: pyautoattack ``(x_adv, y_adv)``; upstream ``x_adv`` (``(x_adv, y_adv)`` with
-    ``return_labels=True``). Keyword names are the host's (pyautoattack ``batch_size``, upstream ``bs``).
+    The hosts' own methods differ: pyautoattack's ``run_standard_evaluation(x, y, *,
+    batch_size=250, state_path=None)`` returns ``(x_adv, y_adv)``; upstream's
+    ``run_standard_evaluation(x, y, bs=250, return_labels=False, state_path=None)`` returns
+    ``x_adv`` alone unless ``return_labels=True``. This function calls either with its own
+    spelling, so code written against it does not change with the distribution installed.
+
+    Parameters
+    ----------
+    adversary : AutoAttackLike
+        Any AutoAttack of either distribution (from :func:`mifpe_autoattack`,
+        :func:`stock_autoattack`, or built by the caller, with or without :func:`swap_loss`).
+    inputs : Tensor
+        Clean inputs in [0, 1] (AutoAttack's domain; anything else is rejected).
+    labels : Tensor
+        True classes.
+    batch_size : int
+        Samples per attack call (pyautoattack ``batch_size``, upstream ``bs``).
+    state_path : path, optional
+        The hosts' ``state_path``: resume from / record to an evaluation state file.
+
+    Returns
+    -------
+    x_adv : Tensor
+        The adversarial examples (the clean input where no attack succeeded).
+    y_adv : Tensor
+        The model's predicted classes at ``x_adv``.
+
+    The caller's global torch RNG is restored afterwards (the hosts reseed it).
     """
-    _distribution_of(adversary, "run_standard_evaluation")
+    name = _distribution_of(adversary, "run_standard_evaluation")
+    check_positive_int(batch_size, "batch_size")
+    _check_eps(getattr(adversary, "epsilon", None), "adversary.epsilon")
+    _check_inputs(inputs)
+    path = None if state_path is None else Path(state_path)  # the hosts call state_path.exists()
+    if name == "pyautoattack":
+        spelling: dict[str, Any] = {"batch_size": batch_size, "state_path": path}
+    else:
+        spelling = {"bs": batch_size, "return_labels": True, "state_path": path}
     with _global_rng_preserved():
-        return adversary.run_standard_evaluation(inputs, labels, **kwargs)  # type: ignore[attr-defined]
+        x_adv, y_adv = adversary.run_standard_evaluation(inputs, labels, **spelling)  # type: ignore[attr-defined]
+    return x_adv, y_adv
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance
+# ----------------------------------------------------------------------------------------------
+
+
+def default_distribution() -> str:
+    """The import name of the AutoAttack used when ``distribution`` is not given: upstream
+    ``"autoattack"`` when importable, else ``"pyautoattack"``."""
+    return _pick_distribution(None)
+
+
+def describe_distribution(distribution: str | None = None) -> str:
+    """Which AutoAttack runs, and its version, for result files.
+
+    Returns e.g. ``"pyautoattack 0.2.0"``, ``"autoattack (upstream, git 0.1, commit a39220048b3c)"``
+    (the commit when pip recorded one, as ``pip install git+...`` does) or ``"autoattack
+    (upstream, git unknown)"`` when no installed metadata names a version.
+    """
+    name = _pick_distribution(distribution)
+    version = _installed_version(name)
+    if name == "pyautoattack":
+        return f"pyautoattack {version}"
+    commit = _vcs_commit(name)
+    return f"autoattack (upstream, git {version}" + (f", commit {commit[:12]})" if commit else ")")
+
+
+def _installed_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        # Imported from a source tree (e.g. on PYTHONPATH) without installed metadata.
+        return str(getattr(_HOSTS[name], "__version__", "unknown"))
+
+
+def _vcs_commit(name: str) -> str | None:
+    """The commit pip recorded (PEP 610 ``direct_url.json``) for a VCS install, else ``None``."""
+    try:
+        record = metadata.distribution(name).read_text("direct_url.json")
+        commit = json.loads(record or "{}").get("vcs_info", {}).get("commit_id")
+    except (metadata.PackageNotFoundError, ValueError, AttributeError):
+        return None
+    return commit if isinstance(commit, str) else None

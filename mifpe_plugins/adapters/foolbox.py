@@ -31,13 +31,14 @@ PGD++ : K. Gupta, T. Ajanthan, AAAI 2022 (Alg. 1 NJS, Alg. 2 HNS).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..attacks._common import check_label_range, check_logits
+from ..attacks._common import check_bounds, check_eps, check_inputs, check_label_range, check_logits
 from ..losses import Loss, Tempered, get_loss, mifpe
 from ..temperature import HNS, NJS
 from ._host import require
@@ -134,13 +135,44 @@ def _check_model(model: Any) -> None:
         )
 
 
-def _check_inputs(inputs: Any) -> None:
+def _check_inputs(model: Any, inputs: Any) -> Tensor:
+    """The raw torch inputs, checked as the core checks them, with the Foolbox model's bounds.
+
+    Foolbox itself only asserts the bounds in ``__call__`` (an ``AssertionError`` without a
+    message, gone under ``python -O``) and not at all in ``run``.
+    """
     raw = inputs.raw if isinstance(inputs, ep.Tensor) else inputs
     if not isinstance(raw, torch.Tensor):
         raise TypeError(
             "inputs must be a torch.Tensor: the mifpe_plugins losses run in PyTorch, so this "
             f"adapter supports PyTorch-backed Foolbox models only; got {type(raw).__name__}"
         )
+    bounds = check_bounds(tuple(model.bounds))
+    check_inputs(raw, None)  # a floating tensor (batch, ...), finite
+    try:
+        check_inputs(raw, bounds)
+    except ValueError:
+        low, high = float(raw.min()), float(raw.max())
+        raise ValueError(
+            f"inputs must lie within the Foolbox model's bounds [{bounds[0]:g}, {bounds[1]:g}], got "
+            f"values in [{low:g}, {high:g}]: scale the inputs into the bounds, or wrap the network "
+            "with the inputs' own range, e.g. fb.PyTorchModel(net, bounds=(0, 255), "
+            "preprocessing=dict(std=255)) for [0, 255] inputs to a network that expects [0, 1]"
+        ) from None
+    return raw
+
+
+def _check_epsilons(epsilons: Any, inputs: Tensor, name: str = "epsilons") -> None:
+    """Each epsilon by the core's rule (a finite number >= 0), before Foolbox runs any of them."""
+    # Foolbox's own reading: one number, or an iterable of them. ``None`` entries are left to
+    # Foolbox, which refuses them for fixed-epsilon attacks.
+    values = epsilons if isinstance(epsilons, Iterable) else [epsilons]
+    for eps in values:
+        if eps is None:
+            continue
+        # NumPy scalars are numbers to Foolbox; the core takes Python numbers and tensors.
+        number = float(eps) if isinstance(eps, numbers.Real) and not isinstance(eps, bool) else eps
+        check_eps(number, inputs, name=name)
 
 
 def _torch_model(model: Any) -> Callable[[Tensor], Tensor]:
@@ -176,7 +208,8 @@ class _LossSeam:
 
     # FixedEpsilonAttack.__call__ is marked @final for type checkers only; it is extended here (and
     # still called) because Foolbox reads ``model.bounds`` before anything else, which on a bare
-    # nn.Module fails with an AttributeError that does not say what to do.
+    # nn.Module fails with an AttributeError that does not say what to do, and because Foolbox
+    # accepts NaN or negative epsilons: every epsilon is checked before the first one runs.
     def __call__(  # type: ignore[misc]
         self,
         model: Any,
@@ -187,15 +220,16 @@ class _LossSeam:
         **kwargs: Any,
     ) -> Any:
         _check_model(model)
-        _check_inputs(inputs)
+        _check_epsilons(epsilons, _check_inputs(model, inputs))
         return super().__call__(model, inputs, criterion, epsilons=epsilons, **kwargs)  # type: ignore[misc]
 
     def run(self, model: Any, inputs: Any, criterion: Any, *, epsilon: float, **kwargs: Any) -> Any:
         """Foolbox's ``run`` with the clean inputs and the attack's direction made available to
         :meth:`get_loss_fn`; the loop itself is Foolbox's."""
         _check_model(model)
-        _check_inputs(inputs)
-        clean = ep.astensor(inputs).raw.detach()
+        raw = _check_inputs(model, inputs)
+        _check_epsilons(epsilon, raw, name="epsilon")
+        clean = raw.detach()
         # The same test Foolbox's loop applies to decide the step sign.
         targeted = not isinstance(criterion, fb.criteria.Misclassification) and hasattr(
             criterion, "target_classes"
