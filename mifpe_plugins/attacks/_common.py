@@ -313,17 +313,32 @@ def prepare(
     warn_if_training(model)
     # A tensor made under inference_mode cannot enter autograd; a copy outside it can.
     x0 = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
+    loss_fn, clean_logits = bind_loss(model, loss_fn, x0, labels, targeted=targeted)
+    return Batch(x0, labels, eps_t, bounds_t, clean_logits, loss_fn)
+
+
+def bind_loss(
+    model: Model, loss: Loss, inputs: Tensor, labels: Tensor, *, targeted: bool, labels_name: str = "labels"
+) -> tuple[Loss, Tensor]:
+    """Check the model's clean logits against the labels, bind a loss that needs the model (PGD++'s
+    NJS and HNS take the Jacobian at the clean inputs), and evaluate it once on the clean logits.
+
+    The bind-and-probe step every attack does before its first gradient, core or host: a loss's
+    own errors (DLR with K < 3, a scalar where one value per sample is needed) surface before any
+    work. Returns the bound loss and the detached clean logits.
+    """
     with torch.no_grad():
-        clean_logits = model(x0)
-    check_logits(clean_logits, x0.shape[0])
-    check_label_range(labels, clean_logits.shape[1])
-    bind = getattr(loss_fn, "bind", None)
+        clean_logits = model(inputs)
+    check_logits(clean_logits, inputs.shape[0])
+    check_label_range(labels, clean_logits.shape[1], name=labels_name)
+    bind = getattr(loss, "bind", None)
     if bind is not None:
-        loss_fn = bind(model, x0, labels)
-    # One evaluation on the clean logits surfaces a loss's own errors (e.g. DLR with K < 3, or a
-    # scalar where one value per sample is needed) before any work is done.
-    check_loss_values(loss_fn(clean_logits, labels, targeted=targeted), labels.shape[0])
-    return Batch(x0, labels, eps_t, bounds_t, clean_logits.detach(), loss_fn)
+        # Hosts may call this under torch.no_grad() (AutoAttack does); the Jacobian needs autograd.
+        with torch.enable_grad():
+            loss = bind(model, inputs, labels)
+    check_loss_values(loss(clean_logits, labels, targeted=targeted), labels.shape[0])
+    return loss, clean_logits
+
 
 
 def top_other_classes(logits: Tensor, labels: Tensor, count: int) -> Tensor:
