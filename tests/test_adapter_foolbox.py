@@ -317,7 +317,7 @@ def test_bad_constructor_arguments():
         fba.L2PGDPP(beta=0.0)
     with pytest.raises(TypeError, match=r"beta must be"):
         fba.LinfFGSMPP(beta=[1.0])
-    with pytest.raises(ValueError, match=r"temperature applies only to loss='mifpe'"):
+    with pytest.raises(ValueError, match=r"temperature is MIFPE's T and applies only to loss='mifpe'"):
         fba.LinfMIFPEPGD(loss="ce", temperature=2.0)
     with pytest.raises(ValueError, match=r"temperature must be a finite number > 0"):
         fba.L2MIFPEFGSM(temperature=-1.0)
@@ -429,3 +429,23 @@ def test_inputs_in_a_models_own_bounds_pass_and_nan_inputs_do_not():
     broken[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"inputs contain NaN"):
         fba.LinfMIFPEPGD(steps=1)(fb.PyTorchModel(model, bounds=(0, 1)), broken, labels, epsilons=0.1)
+
+
+def test_constructors_show_our_arguments_then_foolboxs_and_subclasses_keep_theirs():
+    import inspect
+
+    from mifpe_plugins.adapters.foolbox import LinfMIFPEPGD, LinfPGDPP
+
+    params = inspect.signature(LinfMIFPEPGD).parameters
+    assert list(params)[:2] == ["loss", "temperature"] and "steps" in params and "rel_stepsize" in params
+    assert params["loss"].default == "mifpe" and params["steps"].default == fb.attacks.LinfPGD().steps
+    assert LinfMIFPEPGD(steps=7, temperature=2.0).steps == 7
+    assert repr(LinfPGDPP(beta="hns").loss) == "ce-hns"
+
+    class Mine(LinfMIFPEPGD):
+        def __init__(self, note: str) -> None:
+            super().__init__(steps=3)
+            self.note = note
+
+    mine = Mine("x")
+    assert mine.note == "x" and mine.steps == 3 and repr(mine.loss) == "mifpe(T=1)"
