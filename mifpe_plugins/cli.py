@@ -1,35 +1,43 @@
-"""The ``mifpe`` command: the MIFPE paper's tables on any model, and the zoo.
+"""The mifpe command: the MIFPE paper's tables on any model, and the zoo.
 
-``mifpe`` with no arguments runs ``mifpe table2`` on the shipped large-margin Fashion-MNIST model
-(``zoo:large-margin``, whose float32 logit margins mostly exceed the underflow threshold
+mifpe with no arguments runs mifpe table2 on the shipped large-margin Fashion-MNIST model
+(zoo:large-margin, whose float32 logit margins mostly exceed the underflow threshold
 lambda ~ 103) and the shipped 1 000 test images: FGSM, PGD-100, APGD-DLR-100 and AutoAttack, each
 with its original loss and with MIFPE, and the boost MIFPE gives.
 
-Subcommands: ``table2``, ``table1``, ``table3`` (the MIFPE paper's tables), ``pgdpp`` (the PGD++
-paper's tables), ``diagnose`` (the floating-point audit of a model, with the papers' figures), ``zoo`` (list or retrain the model zoo)
-and ``demo`` (the same comparison on a synthetic problem, in seconds).
+Subcommands: table2, table1, table3 (the MIFPE paper's tables), pgdpp (the PGD++ paper's tables),
+diagnose (the floating-point audit of a model, with the papers' figures), zoo (list or retrain
+the model zoo) and demo (the same comparison on a synthetic problem, in seconds).
+
+Everything that can be checked is checked before the first attack: the options, the device and
+dtype, the output folder (created and written to), the host libraries a run needs, the data and
+the model (one forward pass). A problem ends the command with its usage and one line,
+"mifpe <subcommand>: error: ...", exit status 2. Ctrl-C stops a run, writes the columns already
+finished (marked partial) and exits with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import importlib
+import math
+import os
 import sys
 import time
-from collections.abc import Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import __version__
-from .evaluate import evaluate
-from .losses import top_margin
-from .numerics import underflow_threshold
+from .diagnose import Budget
+from .models import ROBUSTBENCH_DATASETS, ROBUSTBENCH_THREAT_MODELS
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+_TABLE2_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")
+# What the handler reports in one line; any other exception is a bug and keeps its traceback.
+_ERRORS = (ValueError, OSError, ImportError, KeyError, RuntimeError)
 
 
 def synthetic_clusters(
@@ -80,177 +88,160 @@ def large_margin_mlp(
     return model.eval()
 
 
-def _table2_rows(model, x, y, *, eps: float, steps: int, batch_size: int, seed: int):
-    settings = [
-        ("FGSM", "fgsm", {"loss": "ce"}, {"loss": "mifpe"}),
-        (f"PGD ({steps})", "pgd", {"loss": "ce", "steps": steps}, {"loss": "mifpe", "steps": steps}),
-        (f"APGD_DLR ({steps})", "apgd", {"loss": "dlr", "steps": steps}, {"loss": "mifpe", "steps": steps}),
-    ]
-    rows = []
-    for title, attack, original, mifpe in settings:
-        results = {}
-        for key, kwargs in (("original", original), ("mifpe", mifpe)):
-            gen = torch.Generator(device=x.device).manual_seed(seed)
-            results[key] = evaluate(
-                model, x, y, attack=attack, eps=eps, batch_size=batch_size, generator=gen, **kwargs
-            ).summary()
-        rows.append({"attack": title, **results})
-    return rows
+# ----------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------
 
 
-def _markdown(rows, clean: float) -> str:
-    head = "| | " + " | ".join(r["attack"] for r in rows) + " |"
-    sep = "|---|" + "---|" * len(rows)
-    orig = "| original loss | " + " | ".join(f"{r['original']['robust_accuracy']:.2f}" for r in rows) + " |"
-    mif = "| MIFPE loss | " + " | ".join(f"{r['mifpe']['robust_accuracy']:.2f}" for r in rows) + " |"
-    boost = "| boost | " + " | ".join(
-        f"{r['original']['robust_accuracy'] - r['mifpe']['robust_accuracy']:.2f}" for r in rows
-    ) + " |"
-    return "\n".join([f"Clean accuracy: {clean:.2f} %. Robust accuracy %, lower = stronger attack.", "", head, sep, orig, mif, boost])
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
-def run_demo(args: argparse.Namespace) -> dict:
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    device = torch.device(args.device)
-    dtype = _DTYPES[args.dtype]
-    model = large_margin_mlp(seed=args.seed, log=log).to(device=device, dtype=dtype)
-    x, y = synthetic_clusters(args.n, seed=args.seed + 2)
-    x, y = x.to(device=device, dtype=dtype), y.to(device)
-    with torch.no_grad():
-        logits = model(x)
-    correct = logits.argmax(1) == y
-    lam = underflow_threshold(dtype)
-    margins = top_margin(logits)[correct]
-    share_above = float((margins >= lam).float().mean()) if margins.numel() else 0.0
-    log(f"{int(correct.sum())}/{args.n} correct; {100 * share_above:.1f} % of their margins >= lambda = {lam:.2f} ({args.dtype})")
-    tic = time.perf_counter()
-    rows = _table2_rows(model, x, y, eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
-    clean = 100 * float(correct.float().mean())
-    report = {
-        "command": "mifpe " + " ".join(sys.argv[1:]),
-        "version": __version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
-        "torch": torch.__version__,
-        "device": str(device),
-        "dtype": args.dtype,
-        "n": args.n,
-        "eps": args.eps,
-        "clean_accuracy": clean,
-        "share_of_margins_above_lambda": 100 * share_above,
-        "lambda": lam,
-        "rows": rows,
-        "seconds": time.perf_counter() - tic,
-    }
-    table = _markdown(rows, clean)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "demo.json").write_text(json.dumps(report, indent=2))
-        (out / "demo.md").write_text(f"# mifpe demo\n\n`{report['command']}` on {report['machine']}, {report['date']}\n\n{table}\n")
-        log(f"wrote {out / 'demo.json'} and {out / 'demo.md'}")
-    return report
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
-def _positive_int(text: str) -> int:
+def _radius(text: str) -> float:
+    """A number >= 0, written as users write radii: 0.1, 1e-2 or a fraction such as 8/255."""
+    numerator, slash, denominator = text.partition("/")
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+        value = float(numerator) / float(denominator) if slash else float(numerator)
+    except (ValueError, ZeroDivisionError):
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 such as 0.1 or 8/255, got {text!r}")
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+_EPILOG = ("Every check that needs no attack runs first; an error stops the command before any work. Ctrl-C writes "
+           "the columns already finished, marked partial, and exits with status 130.")
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, n_default: int | None, out_default: str | None) -> None:
-    p.add_argument("--data", default="bundled", help="bundled (default: 1 000 Fashion-MNIST test images shipped with the "
-                   "package), fashion-mnist[:DIR], cifar10:ROOT, cifar100:ROOT, mnist:ROOT, or an .npz/.pt file")
-    p.add_argument("--download", action="store_true", help="allow downloading a missing torchvision dataset or RobustBench checkpoint")
-    p.add_argument("--n", type=_positive_int, default=n_default, help="the first N samples of the data (default: all)")
-    p.add_argument("--eps", type=_non_negative_float, default=None,
-                   help="L-inf radius (default 0.1 for (Fashion-)MNIST, as the zoo is trained; 8/255 for CIFAR)")
-    p.add_argument("--steps", type=_positive_int, default=100, help="PGD / APGD iterations (default 100, the paper's)")
-    p.add_argument("--batch-size", type=_positive_int, default=250)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the model and the attack")
-    p.add_argument("--arch", default=None, help="architecture of a state-dict model file (a zoo architecture name)")
-    p.add_argument("--model-dir", default="models", help="RobustBench's model_dir for robustbench:<name> (default ./models)")
-    p.add_argument("--dataset", default="cifar10", help="RobustBench dataset for robustbench:<name> (default cifar10)")
-    p.add_argument("--threat-model", default="Linf", help="RobustBench threat model for robustbench:<name> (default Linf)")
-    p.add_argument("--out", default=out_default, help=f"directory for the .md, .json and .csv results (default {out_default})")
+def _add_run_options(
+    p: argparse.ArgumentParser, *, model: bool = True, n: int | None = None, n_help: str = "all",
+    eps: float | None = None, steps: int | None = 100, steps_help: str = "100, the paper's", batch_size: int = 250,
+    dtype_help: str = "", out: str | None = "mifpe-results",
+) -> None:
+    if model:
+        p.add_argument("--data", default="bundled", help="bundled (default: 1 000 Fashion-MNIST test images shipped with the "
+                       "package), fashion-mnist[:DIR], cifar10:ROOT, cifar100:ROOT, mnist:ROOT, or an .npz/.pt file")
+        p.add_argument("--download", action="store_true", help="allow downloading a missing torchvision dataset or RobustBench checkpoint")
+        p.add_argument("--no-verify", action="store_true", help="read CIFAR files whose MD5 is not the published one "
+                       "(a re-encoded copy you trust); they are still read with an unpickler that builds data only")
+    p.add_argument("--n", type=_positive_int, default=n, help=f"the first N samples of the data (default: {n_help})")
+    eps_default = "0.1 for (Fashion-)MNIST, as the zoo is trained; 8/255 for CIFAR" if eps is None else f"{eps:g}"
+    p.add_argument("--eps", type=_radius, default=eps, help=f"L-inf radius, a number or a fraction such as 8/255 (default {eps_default})")
+    p.add_argument("--steps", type=_positive_int, default=steps, help=f"PGD / APGD iterations (default {steps_help})")
+    p.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"samples per attack batch (default {batch_size})")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the attacks' random starts and AutoAttack "
+                   "(and of the demo's training and data) (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps; checked before anything runs")
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the model and the attacks (default float32)" + dtype_help)
+    if model:
+        p.add_argument("--arch", default=None, help="architecture of a state-dict model file (a zoo architecture name)")
+        p.add_argument("--model-dir", default="models", help="RobustBench's model_dir for robustbench:<name> (default ./models)")
+        p.add_argument("--dataset", choices=ROBUSTBENCH_DATASETS, default="cifar10", help="RobustBench dataset for robustbench:<name> (default cifar10)")
+        p.add_argument("--threat-model", choices=ROBUSTBENCH_THREAT_MODELS, default="Linf",
+                       help="RobustBench threat model for robustbench:<name> (default Linf); it must fit the attacks: Linf for "
+                       "table1, table2, table3 and diagnose, Linf or L2 for pgdpp")
+    where = f"default {out}" if out else "default: print only"
+    p.add_argument("--out", default=out, help=f"folder for the results ({where}); created and test-written before the run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _command(sub, name: str, run: Callable, help: str, description: str, **defaults) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=description, epilog=_EPILOG if "norms" in defaults else None)
+    p.set_defaults(run=run, parser=p, **defaults)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mifpe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mifpe_plugins {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,pgdpp,diagnose,zoo,demo}")
+    full, quick = Budget(), Budget.quick()
+    aa_float32 = (". AutoAttack runs in float32 only: another dtype with the AutoAttack column is refused before "
+                  "the run starts; leave the column out with {}")
 
-    t2 = sub.add_parser("table2", help="Table 2: FGSM, PGD, APGD-DLR, AutoAttack with their original loss vs MIFPE (default)")
+    t2 = _command(sub, "table2", run_table2, "Table 2: FGSM, PGD, APGD-DLR, AutoAttack with their original loss vs MIFPE (default)",
+                  "The MIFPE paper's Table 2 on any model: FGSM, PGD, APGD-DLR and AutoAttack, each with its original loss "
+                  "and with MIFPE, and the boost MIFPE gives. Writes table2-<model>.md, .json and .csv. Plain mifpe runs "
+                  "this on zoo:large-margin.", norms=("Linf",))
     t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, robustbench:<name> or a .pt/.pth/.ts file (default zoo:large-margin)")
-    t2.add_argument("--attacks", default="fgsm,pgd,apgd,autoattack", help="comma-separated subset of fgsm,pgd,apgd,autoattack")
-    _add_run_options(t2, n_default=None, out_default="mifpe-results")
+    t2.add_argument("--attacks", default=",".join(_TABLE2_ATTACKS), help="comma-separated subset of fgsm,pgd,apgd,autoattack (default all)")
+    _add_run_options(t2, dtype_help=aa_float32.format("--attacks fgsm,pgd,apgd"))
 
-    t1 = sub.add_parser("table1", help="Table 1: PGD-100 per loss on several models, with clean accuracy and AutoAttack")
+    t1 = _command(sub, "table1", run_table1, "Table 1: PGD-100 per loss on several models, with clean accuracy and AutoAttack",
+                  "The MIFPE paper's Table 1: PGD per loss (CE, C&W, DLR, MIFPE) on several models, with clean accuracy, "
+                  "AutoAttack and the per-sample worst case over all of them. Writes table1.md, .json and .csv.", norms=("Linf",))
     t1.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
     t1.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
     t1.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack column")
-    _add_run_options(t1, n_default=None, out_default="mifpe-results")
+    _add_run_options(t1, dtype_help=aa_float32.format("--no-autoattack"))
 
-    t3 = sub.add_parser("table3", help="Table 3: plain PGD, + momentum, + step-size schedule, per loss")
+    t3 = _command(sub, "table3", run_table3, "Table 3: plain PGD, + momentum, + step-size schedule, per loss",
+                  "The MIFPE paper's Table 3 (ablation): PGD with a constant step, then with momentum, then with the "
+                  "step-size schedule, per loss. Writes table3-<model>.md, .json and .csv.", norms=("Linf",))
     t3.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
     t3.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
-    _add_run_options(t3, n_default=None, out_default="mifpe-results")
+    _add_run_options(t3)
 
-    pp = sub.add_parser("pgdpp", help="PGD++ paper Tables 2-5 (and 11): FGSM/PGD vs FGSM++/PGD++ (NJS, HNS), beta = 0.1, L-inf and L2")
+    pp = _command(sub, "pgdpp", run_pgdpp, "PGD++ paper Tables 2-5 (and 11): FGSM/PGD vs FGSM++/PGD++ (NJS, HNS), beta = 0.1, L-inf and L2",
+                  "The PGD++ paper's Tables 2-5 on several models: FGSM and PGD with CE against FGSM++ and PGD++ (NJS, HNS) "
+                  "and the beta = 0.1 heuristic, L-inf and L2, with the paper's protocol (constant step, 20 iterations, "
+                  "the last iterate); optionally Table 11's CLEVER scores. Writes pgdpp.md, .json and .csv.",
+                  norms=("Linf", "L2"))
     pp.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
-    pp.add_argument("--l2-eps", type=_non_negative_float, default=1.5, help="L2 radius (default 1.5)")
-    pp.add_argument("--clever-samples", type=int, default=0, help="also mean CLEVER scores (Table 11) over this many samples (default 0: off)")
+    pp.add_argument("--l2-eps", type=_radius, default=1.5, help="L2 radius, a number or a fraction such as 120/255 (default 1.5)")
+    pp.add_argument("--clever-samples", type=_non_negative_int, default=0,
+                    help="also mean CLEVER scores (Table 11) over this many samples; needs ART (default 0: off)")
     pp.add_argument("--clever-batches", type=_positive_int, default=50, help="CLEVER nb_batches (default 50, the paper's)")
-    _add_run_options(pp, n_default=None, out_default="mifpe-results")
-    pp.set_defaults(steps=20)
+    _add_run_options(pp, steps=full.pgdpp_steps, steps_help=f"{full.pgdpp_steps}, the PGD++ paper's")
 
-    dg = sub.add_parser("diagnose", help="floating-point audit of a model: margins, zero gradients, FT/FNZ-PGD, convergence, PGD++, CLEVER, verdict")
+    dg = _command(sub, "diagnose", run_diagnose, "floating-point audit of a model: margins, zero gradients, FT/FNZ-PGD, convergence, PGD++, CLEVER, verdict",
+                  "Is a model's robustness real, or an artifact of the attack's arithmetic? The margins against lambda, "
+                  "exactly-zero CE gradients per precision, FT-PGD and FNZ-PGD, convergence, PGD++, CLEVER and a one-paragraph "
+                  "verdict. Writes report.md, report.json and one PNG per analysis into --out.", norms=("Linf",))
     dg.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
-    dg.add_argument("--quick", action="store_true", help="a few-minute audit: 200 samples, 20 iterations, 5 temperatures, short CLEVER")
-    dg.add_argument("--dtypes", default="float16,float32,float64", help="precisions of the per-precision analyses")
-    dg.add_argument("--l2-eps", type=_non_negative_float, default=1.5, help="L2 radius of the PGD++ comparison (default 1.5)")
-    dg.add_argument("--no-clever", action="store_true", help="skip the CLEVER comparison (needs ART)")
-    _add_run_options(dg, n_default=None, out_default="mifpe-diagnosis")
-    dg.set_defaults(steps=None)
+    dg.add_argument("--quick", action="store_true", help=f"a few-minute audit: {quick.samples} samples, {quick.steps} iterations, "
+                    f"{len(quick.temperatures)} temperatures, short CLEVER")
+    dg.add_argument("--dtypes", default="float16,float32,float64", help="precisions of the per-precision analyses (default float16,float32,float64)")
+    dg.add_argument("--l2-eps", type=_radius, default=1.5, help="L2 radius of the PGD++ comparison (default 1.5)")
+    dg.add_argument("--no-clever", action="store_true", help="skip the CLEVER comparison (it needs ART)")
+    _add_run_options(dg, n_help=f"{full.samples}, or {quick.samples} with --quick; all if the data has fewer", steps=None,
+                     steps_help=f"{full.steps}, or {quick.steps} with --quick", out="mifpe-diagnosis")
 
-    zoo_parser = sub.add_parser("zoo", help="list the model zoo, or retrain a model")
+    zoo_parser = _command(sub, "zoo", run_zoo, "list the model zoo, or retrain a model",
+                          "List the model zoo (mifpe zoo list) or retrain one of its models on the CPU (mifpe zoo train NAME).")
     zoo_sub = zoo_parser.add_subparsers(dest="zoo_command", required=True, metavar="{list,train}")
-    zoo_sub.add_parser("list", help="every recipe, whether its weights ship, and its logged clean accuracy")
-    train = zoo_sub.add_parser("train", help="retrain a zoo model on the Fashion-MNIST training split")
-    train.add_argument("name", help="a recipe name (see `mifpe zoo list`)")
+    _command(zoo_sub, "list", run_zoo, "every recipe, whether its weights ship, and its logged clean accuracy",
+             "Every zoo recipe, whether its weights ship with the package, and its logged clean accuracy.")
+    train = _command(zoo_sub, "train", run_zoo, "retrain a zoo model on the Fashion-MNIST training split",
+                     "Retrain a zoo model on the Fashion-MNIST training split (Debian's dataset-fashion-mnist gives it offline).")
+    train.add_argument("name", help="a recipe name (see mifpe zoo list)")
     train.add_argument("--root", default=None, help="Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)")
     train.add_argument("--out", default=None, help="where to write NAME.pt and NAME.json (default: the package's zoo)")
-    train.add_argument("--quiet", action="store_true")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    demo = sub.add_parser("demo", help="Table-2-style comparison on a synthetic large-margin problem (seconds)")
-    demo.add_argument("--n", type=_positive_int, default=1000, help="test samples (default 1000)")
-    demo.add_argument("--eps", type=_non_negative_float, default=0.1, help="L-inf radius (default 0.1)")
-    demo.add_argument("--steps", type=_positive_int, default=100, help="PGD / APGD iterations (default 100)")
-    demo.add_argument("--batch-size", type=_positive_int, default=500)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="cpu")
-    demo.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
-    demo.add_argument("--out", default=None, help="directory for demo.json and demo.md")
-    demo.add_argument("--quiet", action="store_true")
+    demo = _command(sub, "demo", run_demo, "Table-2-style comparison on a synthetic large-margin problem (seconds)",
+                    "The Table-2 comparison without AutoAttack (FGSM, PGD and APGD-DLR with their original loss and with MIFPE) "
+                    "on a synthetic problem: trains a small MLP to large logit margins (under a minute on a CPU), then "
+                    "attacks it in seconds. With --out, writes demo.md, .json and .csv.", norms=())
+    _add_run_options(demo, model=False, n=1000, n_help="1000", eps=0.1, batch_size=500, out=None)
     return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks before any work
+# ----------------------------------------------------------------------------------------------
 
 
 def _split_list(text: str, option: str, allowed: Sequence[str] | None = None) -> list[str]:
@@ -264,112 +255,93 @@ def _split_list(text: str, option: str, allowed: Sequence[str] | None = None) ->
     return items
 
 
-def _device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().strip("'\"")
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype]:
     try:
-        device = torch.device(args.device)
+        device = torch.device(device_name)
     except RuntimeError:
-        raise ValueError(f"--device {args.device!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
-    dtype = _DTYPES[args.dtype]
+        raise ValueError(f"--device {device_name!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
+    dtype = _DTYPES[dtype_name]
     try:
         probe = torch.ones(2, 2, device=device, dtype=dtype)
         (probe @ probe).sum().item()
-    except (RuntimeError, AssertionError) as error:
-        raise ValueError(f"--device {args.device} cannot run --dtype {args.dtype}: {str(error).splitlines()[0]}") from None
+    except (RuntimeError, AssertionError, NotImplementedError) as error:
+        raise ValueError(f"--device {device_name} cannot run --dtype {dtype_name} here ({_one_line(error)}); "
+                         "use --device cpu, or a device and dtype this machine has") from None
     return device, dtype
+
+
+def _check_out(out: str) -> Path | None:
+    """Create the output folder and write a file into it now, rather than fail after the run.
+    Returns the folder if it is new (:func:`main` removes it again if the command fails before
+    writing anything there)."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {out} is a file; pass --out a folder (it is created if missing)")
+    created = None if folder.exists() else folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".mifpe-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write to --out {out} ({error.strerror or error}); pass --out a folder you can write to") from None
+    return created
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Every check that needs neither data nor model, for every subcommand, before anything is
+    loaded, trained or attacked. Normalises the list options in place."""
+    if args.command == "zoo":
+        if args.zoo_command == "train" and args.out:
+            args.new_out = _check_out(args.out)
+        return
+    args.torch_device, args.torch_dtype = _device_and_dtype(args.device, args.dtype)
+    command = args.command
+    if command == "diagnose":
+        from .diagnose import DTYPES, _pyplot
+
+        args.dtypes = tuple(_split_list(args.dtypes, "--dtypes", tuple(DTYPES)))
+        for name in args.dtypes:
+            _device_and_dtype(args.device, name)
+        _pyplot()  # the figures need matplotlib: fail now, not after the audit
+    if command == "table2":
+        args.attacks = _split_list(args.attacks, "--attacks", _TABLE2_ATTACKS)
+    if command in ("table1", "table3"):
+        from .losses import get_loss
+
+        args.losses = _split_list(args.losses, "--losses")
+        for loss in args.losses:
+            get_loss(loss)
+    if command in ("table1", "pgdpp"):
+        args.models = _zoo_or_listed(args.models)
+    if args.eps is None:
+        args.eps = _default_eps(args.data)
+    if args.norms and args.threat_model not in args.norms:
+        hint = "; mifpe pgdpp also runs L2 attacks" if args.threat_model == "L2" else ""
+        raise ValueError(f"mifpe {command} attacks in {' and '.join(args.norms)} only, but --threat-model {args.threat_model} "
+                         f"selects a model for another threat; use --threat-model {args.norms[0]}{hint}")
+    if "autoattack" in getattr(args, "attacks", ()) or (command == "table1" and not args.no_autoattack):
+        others = [a for a in getattr(args, "attacks", ()) if a != "autoattack"]
+        leave_out = f"--attacks {','.join(others)}" if others else "--no-autoattack" if command == "table1" else ""
+        if args.dtype != "float32":
+            raise ValueError(f"AutoAttack runs in float32 only, so --dtype {args.dtype} cannot run its column: use --dtype "
+                             f"float32" + (f", or leave AutoAttack out with {leave_out}" if leave_out else ""))
+        if args.eps == 0:
+            raise ValueError("AutoAttack needs --eps > 0" + (f"; or leave it out with {leave_out}" if leave_out else ""))
+        importlib.import_module(".adapters.autoattack", __package__)
+    if (command == "pgdpp" and args.clever_samples) or (command == "diagnose" and not args.no_clever):
+        importlib.import_module(".adapters.art", __package__)  # CLEVER runs through ART
+    if args.out:
+        args.new_out = _check_out(args.out)
 
 
 def _default_eps(data: str) -> float:
     return 8 / 255 if data.startswith(("cifar10:", "cifar100:")) else 0.1
-
-
-def _evaluation(spec: str, args: argparse.Namespace, device: torch.device, dtype: torch.dtype, data) -> tuple:
-    from .models import load_model
-    from .tables import Evaluation
-
-    loaded = load_model(
-        spec, architecture=args.arch, model_dir=args.model_dir, dataset=args.dataset, threat_model=args.threat_model,
-        download=args.download, device=device, dtype=dtype,
-    )
-    x, y = data
-    evaluation = Evaluation(
-        loaded.model, x.to(device=device, dtype=dtype), y.to(device), eps=args.eps, steps=args.steps,
-        batch_size=args.batch_size, seed=args.seed, show_progress=not args.quiet,
-    )
-    _check_outputs(evaluation, spec)
-    source = {k: v for k, v in loaded.source.items() if k != "log"}
-    return evaluation, source
-
-
-def _check_outputs(evaluation, spec: str) -> None:
-    with torch.no_grad():
-        logits = evaluation.model(evaluation.inputs[:2])
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"model {spec} must return logits of shape (batch, classes >= 2), got {tuple(logits.shape)}")
-    top = int(evaluation.labels.max())
-    if top >= logits.shape[1]:
-        raise ValueError(f"the data has label {top} but model {spec} has only {logits.shape[1]} outputs")
-
-
-def _load_data(args: argparse.Namespace):
-    from .data import load_data
-
-    return load_data(args.data, n=args.n, download=args.download)
-
-
-def _finish(report: dict, args: argparse.Namespace, stem: str) -> dict:
-    from .tables import to_markdown, write_report
-
-    print(to_markdown(report))
-    if args.out:
-        paths = write_report(report, args.out, stem)
-        if not args.quiet:
-            print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
-    return report
-
-
-def _command_line(argv: Sequence[str]) -> str:
-    return " ".join(["mifpe", *argv])
-
-
-def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from .tables import table2
-
-    attacks = _split_list(args.attacks, "--attacks", ("fgsm", "pgd", "apgd", "autoattack"))
-    device, dtype = _device_and_dtype(args)
-    evaluation, source = _evaluation(args.model, args, device, dtype, _load_data(args))
-    report = table2(evaluation, attacks=attacks, command=_command_line(argv), extra={"model": args.model, "model_source": source, "data": args.data})
-    return _finish(report, args, f"table2-{_slug(args.model)}")
-
-
-def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from .losses import get_loss
-    from .tables import table1
-
-    specs = _zoo_or_listed(args.models)
-    losses = _split_list(args.losses, "--losses")
-    for loss in losses:
-        get_loss(loss)  # an unknown name fails here, before any model is attacked
-    device, dtype = _device_and_dtype(args)
-    data = _load_data(args)
-    evaluations, sources = {}, {}
-    for spec in specs:
-        evaluations[spec], sources[spec] = _evaluation(spec, args, device, dtype, data)
-    report = table1(evaluations, losses=losses, autoattack=not args.no_autoattack, command=_command_line(argv),
-                    extra={"models": specs, "model_sources": sources, "data": args.data})
-    return _finish(report, args, "table1")
-
-
-def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from .losses import get_loss
-    from .tables import table3
-
-    losses = _split_list(args.losses, "--losses")
-    for loss in losses:
-        get_loss(loss)
-    device, dtype = _device_and_dtype(args)
-    evaluation, source = _evaluation(args.model, args, device, dtype, _load_data(args))
-    report = table3(evaluation, losses=losses, command=_command_line(argv), extra={"model": args.model, "model_source": source, "data": args.data})
-    return _finish(report, args, f"table3-{_slug(args.model)}")
 
 
 def _zoo_or_listed(models: str | None) -> list[str]:
@@ -382,56 +354,180 @@ def _zoo_or_listed(models: str | None) -> list[str]:
     return specs
 
 
+def _load_data(args: argparse.Namespace):
+    from .data import load_data
+
+    return load_data(args.data, n=args.n, download=args.download, verify=not args.no_verify)
+
+
+def _evaluation(spec: str, args: argparse.Namespace, data) -> tuple:
+    from .models import load_model
+    from .tables import Evaluation
+
+    loaded = load_model(
+        spec, architecture=args.arch, model_dir=args.model_dir, dataset=args.dataset, threat_model=args.threat_model,
+        download=args.download, device=args.torch_device, dtype=args.torch_dtype,
+    )
+    x, y = data
+    evaluation = Evaluation(
+        loaded.model, x.to(device=args.torch_device, dtype=args.torch_dtype), y.to(args.torch_device), eps=args.eps,
+        steps=args.steps, batch_size=args.batch_size, seed=args.seed, show_progress=not args.quiet,
+    )
+    _check_outputs(evaluation, spec)
+    source = {k: v for k, v in loaded.source.items() if k != "log"}
+    return evaluation, source
+
+
+def _check_outputs(evaluation, spec: str) -> None:
+    """One forward pass on one sample: the model takes the data's inputs and has an output per label."""
+    sample = evaluation.inputs[:1]
+    try:
+        with torch.no_grad():
+            logits = evaluation.model(sample)
+    except Exception as error:  # whatever a model raises on inputs it cannot take
+        raise ValueError(f"model {spec} cannot take the data's inputs (shape {tuple(sample.shape[1:])} per sample): "
+                         f"{_one_line(error)}") from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model {spec} must return logits of shape (batch, classes >= 2), got {shape}")
+    top = int(evaluation.labels.max())
+    if top >= logits.shape[1]:
+        raise ValueError(f"the data has label {top} but model {spec} has only {logits.shape[1]} outputs")
+
+
+# ----------------------------------------------------------------------------------------------
+# Running and writing
+# ----------------------------------------------------------------------------------------------
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    return " ".join(["mifpe", *argv])
+
+
+def _run_and_write(compute: Callable[[], dict], write: Callable[[dict], list]) -> dict:
+    """Run ``compute()`` and ``write`` its report. If the run is stopped (Ctrl-C or an error) after
+    some work finished, that part is written, marked partial, and the exception goes on with the
+    written paths as ``saved``."""
+    try:
+        report = compute()
+    except BaseException as error:
+        partial = getattr(error, "partial_report", None)
+        if partial is not None:
+            stopped = "interrupted by Ctrl-C" if isinstance(error, KeyboardInterrupt) else f"stopped by an error: {_one_line(error)}"
+            error.saved = write({**partial, "interrupted": stopped})
+        raise
+    write(report)
+    return report
+
+
+def _table_writer(args: argparse.Namespace, stem: str) -> Callable[[dict], list]:
+    from .tables import to_markdown, write_report
+
+    def write(report: dict) -> list:
+        print(to_markdown(report))
+        if not args.out:
+            return []
+        paths = write_report(report, args.out, stem)
+        if not args.quiet:
+            print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+        return paths
+
+    return write
+
+
+def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .tables import table2
+
+    evaluation, source = _evaluation(args.model, args, _load_data(args))
+    extra = {"model": args.model, "model_source": source, "data": args.data}
+    return _run_and_write(lambda: table2(evaluation, attacks=args.attacks, command=_command_line(argv), extra=extra),
+                          _table_writer(args, f"table2-{_slug(args.model)}"))
+
+
+def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .tables import table1
+
+    data = _load_data(args)
+    evaluations, sources = {}, {}
+    for spec in args.models:  # every model is loaded and checked before the first attack
+        evaluations[spec], sources[spec] = _evaluation(spec, args, data)
+    extra = {"models": args.models, "model_sources": sources, "data": args.data}
+    return _run_and_write(lambda: table1(evaluations, losses=args.losses, autoattack=not args.no_autoattack,
+                                         command=_command_line(argv), extra=extra), _table_writer(args, "table1"))
+
+
+def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .tables import table3
+
+    evaluation, source = _evaluation(args.model, args, _load_data(args))
+    extra = {"model": args.model, "model_source": source, "data": args.data}
+    return _run_and_write(lambda: table3(evaluation, losses=args.losses, command=_command_line(argv), extra=extra),
+                          _table_writer(args, f"table3-{_slug(args.model)}"))
+
+
 def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .tables import pgdpp_table
 
-    if args.clever_samples < 0:
-        raise ValueError(f"--clever-samples must be >= 0, got {args.clever_samples}")
-    specs = _zoo_or_listed(args.models)
-    device, dtype = _device_and_dtype(args)
     data = _load_data(args)
     evaluations, sources = {}, {}
-    for spec in specs:
-        evaluations[spec], sources[spec] = _evaluation(spec, args, device, dtype, data)
-    report = pgdpp_table(evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples, clever_batches=args.clever_batches,
-                         command=_command_line(argv), extra={"models": specs, "model_sources": sources, "data": args.data})
-    return _finish(report, args, "pgdpp")
+    for spec in args.models:
+        evaluations[spec], sources[spec] = _evaluation(spec, args, data)
+    extra = {"models": args.models, "model_sources": sources, "data": args.data}
+    return _run_and_write(lambda: pgdpp_table(evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples,
+                                              clever_batches=args.clever_batches, command=_command_line(argv), extra=extra),
+                          _table_writer(args, "pgdpp"))
 
 
 def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from dataclasses import replace
 
-    from .diagnose import DTYPES, Audit, Budget, diagnose, write_diagnosis
+    from .diagnose import Audit, Budget, diagnose, write_diagnosis
     from .tables import _header
 
     budget = Budget.quick() if args.quick else Budget()
     if args.steps is not None:
         budget = replace(budget, steps=args.steps)
-    dtypes = tuple(_split_list(args.dtypes, "--dtypes", tuple(DTYPES)))
-    device, dtype = _device_and_dtype(args)
-    for name in dtypes:
-        _device_and_dtype(argparse.Namespace(device=args.device, dtype=name))
     x, y = _load_data(args)
-    if args.n is None:
-        # without --n: the first 200 (--quick) or 500 samples, or all when there are fewer
-        count = min(200 if args.quick else 500, x.shape[0])
-        x, y = x[:count], y[:count]
-    evaluation, source = _evaluation(args.model, args, device, dtype, (x, y))
-    audit = Audit(eps=args.eps, l2_eps=args.l2_eps, budget=budget, dtypes=dtypes, seed=args.seed,
+    if args.n is None:  # the budget's number of samples, or all when there are fewer
+        x, y = x[:budget.samples], y[:budget.samples]
+    evaluation, source = _evaluation(args.model, args, (x, y))
+    audit = Audit(eps=args.eps, l2_eps=args.l2_eps, budget=budget, dtypes=args.dtypes, seed=args.seed,
                   clever=not args.no_clever, show_progress=not args.quiet)
     evaluation.steps = budget.steps
     header = _header(evaluation, _command_line(argv), {"model": args.model, "model_source": source, "data": args.data})
-    tic = time.perf_counter()
-    report = {**header, **diagnose(evaluation.model, evaluation.inputs, evaluation.labels, audit)}
-    report["seconds"] = round(time.perf_counter() - tic, 1)
-    print(report["verdict"])
-    paths = write_diagnosis(report, args.out)
-    if not args.quiet:
-        print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
-    return report
+
+    def compute() -> dict:
+        tic = time.perf_counter()
+        report = diagnose(evaluation.model, evaluation.inputs, evaluation.labels, audit, header=header)
+        report["seconds"] = round(time.perf_counter() - tic, 1)
+        return report
+
+    def write(report: dict) -> list:
+        print(report.get("verdict") or f"Partial audit ({report['interrupted']}): no verdict.")
+        paths = write_diagnosis(report, args.out)
+        if not args.quiet:
+            print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
+        return paths
+
+    return _run_and_write(compute, write)
 
 
-def run_zoo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .tables import Evaluation, table2
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    model = large_margin_mlp(seed=args.seed, log=log).to(device=args.torch_device, dtype=args.torch_dtype)
+    x, y = synthetic_clusters(args.n, seed=args.seed + 2)
+    evaluation = Evaluation(model, x.to(device=args.torch_device, dtype=args.torch_dtype), y.to(args.torch_device),
+                            eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                            show_progress=not args.quiet)
+    extra = {"model": "demo MLP 64-256-256-10, CE then a hinge on the logit margin (target 250)",
+             "data": f"{args.n} synthetic clustered samples (64 features, 10 classes)"}
+    return _run_and_write(lambda: table2(evaluation, attacks=("fgsm", "pgd", "apgd"), command=_command_line(argv), extra=extra),
+                          _table_writer(args, "demo"))
+
+
+def run_zoo(args: argparse.Namespace, argv: Sequence[str]) -> None:
     from . import zoo
 
     if args.zoo_command == "list":
@@ -443,10 +539,9 @@ def run_zoo(args: argparse.Namespace) -> int:
             else:
                 status = "no shipped weights"
             print(f"zoo:{name:<18} {status}\n    {recipe.description}")
-        return 0
+        return
     zoo.train(args.name, root=args.root, out_dir=args.out, log=(lambda *a: None) if args.quiet else print,
               show_progress=not args.quiet)
-    return 0
 
 
 def _slug(spec: str) -> str:
@@ -455,28 +550,39 @@ def _slug(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
 
+def _remove_if_unused(folder: Path | None) -> None:
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _saved(error: BaseException, args: argparse.Namespace) -> str:
+    paths = getattr(error, "saved", None)
+    if paths is None:
+        return "nothing had finished, nothing was written"
+    return f"the finished part, marked partial, is in {args.out}" if paths else "the finished part is printed above"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The mifpe command. Every subcommand goes through :func:`_validate` and one error handler:
+    a problem prints the subcommand's usage and one line (exit status 2); Ctrl-C writes what
+    finished, prints one line and returns 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         # `mifpe` alone (or with options only) is `mifpe table2` on the shipped large-margin model.
         argv = ["table2", *argv]
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        run_demo(args)
-        return 0
-    if args.command == "zoo":
-        try:
-            return run_zoo(args)
-        except (ValueError, FileNotFoundError, ImportError) as error:
-            parser.error(str(error))
-    if args.eps is None:
-        args.eps = _default_eps(args.data)
-    runners = {"table1": run_table1, "table2": run_table2, "table3": run_table3, "diagnose": run_diagnose, "pgdpp": run_pgdpp}
     try:
-        runners[args.command](args, argv)
-    except (ValueError, FileNotFoundError, ImportError, KeyError) as error:
-        parser.error(str(error).strip("'\""))
+        _validate(args)
+        args.run(args, argv)
+    except KeyboardInterrupt as stop:
+        _remove_if_unused(getattr(args, "new_out", None))
+        print(f"{args.parser.prog}: interrupted (Ctrl-C); {_saved(stop, args)}", file=sys.stderr)
+        return 130
+    except _ERRORS as error:
+        _remove_if_unused(getattr(args, "new_out", None))
+        written = f" ({_saved(error, args)})" if getattr(error, "saved", None) is not None else ""
+        args.parser.error(_one_line(error) + written)
     return 0
 
 

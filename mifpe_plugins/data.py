@@ -8,16 +8,20 @@ labels shaped ``(N,)``. Only :func:`load_torchvision` with ``download=True`` tou
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
+import re
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = [
+    "CIFAR_MD5",
     "FASHION_MNIST_DIR",
     "TORCHVISION_DATASETS",
     "bundled_fashion_mnist_test",
@@ -129,30 +133,67 @@ def _take(data: tuple[Tensor, Tensor], n: int | None) -> tuple[Tensor, Tensor]:
     return inputs[:n], labels[:n]
 
 
+def _unreadable(path: str | Path, expected: str, error: BaseException) -> ValueError:
+    """One line for a data or model file that cannot be parsed: which file, and what was expected."""
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    why = (f"it pickles a {unsupported.group(1)} object, and only tensors are loaded" if unsupported
+           else "it is empty, truncated, corrupt or in another format")
+    return ValueError(f"cannot read {path}: {why}; expected {expected}")
+
+
+def _check_samples(path: str | Path, labels: np.ndarray) -> None:
+    """At least one sample, and labels that are class indices (a float 3.5 would become class 3)."""
+    if labels.shape[0] == 0:
+        raise ValueError(f"{path} holds no samples; expected at least one (input, label) pair")
+    numeric = labels.dtype.kind in "biuf"
+    wrong = ((labels < 0) | (labels != np.floor(labels))) if numeric else np.ones(labels.shape, dtype=bool)
+    if wrong.any():
+        raise ValueError(
+            f"{path}: labels must be class indices (whole numbers >= 0), found {labels[wrong][0].item()!r} "
+            f"({labels.dtype}); save integer labels"
+        )
+
+
 def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", n: int | None = None) -> tuple[Tensor, Tensor]:
     """Inputs and labels from an ``.npz`` file (uint8 images are scaled to [0, 1]).
 
     Images of shape (N, H, W) get a channel axis; (N, H, W, C) with C in {1, 3} is moved to
-    channels-first.
+    channels-first. Labels must be whole numbers >= 0; a file that cannot be parsed, or holds no
+    samples, raises a ValueError naming it.
     """
-    with np.load(Path(path)) as archive:
-        missing = [key for key in (x_key, y_key) if key not in archive.files]
-        if missing:
-            raise KeyError(f"{path} has no array(s) {missing}; it holds {sorted(archive.files)}")
-        images, labels = archive[x_key], archive[y_key]
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    expected = f"an .npz archive (numpy.savez) with arrays {x_key!r} (inputs) and {y_key!r} (labels)"
+    try:
+        with np.load(path) as archive:
+            missing = [key for key in (x_key, y_key) if key not in archive.files]
+            images, labels = (None, None) if missing else (archive[x_key], archive[y_key])
+    except Exception as error:  # numpy and zipfile raise many types for a damaged file
+        raise _unreadable(path, expected, error) from None
+    if missing:
+        raise KeyError(f"{path} has no array(s) {missing}; it holds {sorted(archive.files)}")
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = np.transpose(images, (0, 3, 1, 2))
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(f"{path}: {y_key} must have shape ({images.shape[0]},), got {labels.shape}")
+    _check_samples(path, labels)
     return _take(_as_tensors(np.ascontiguousarray(images), labels), n)
 
 
 def load_tensors(path: str | Path, *, n: int | None = None) -> tuple[Tensor, Tensor]:
     """Inputs and labels saved with ``torch.save``: a ``(inputs, labels)`` pair or a dict with
-    keys ``x``/``y`` (or ``inputs``/``labels``). Loaded with ``weights_only=True``."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    keys ``x``/``y`` (or ``inputs``/``labels``). Loaded with ``weights_only=True``; labels must be
+    whole numbers >= 0, and a file that cannot be parsed raises a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged or non-tensor file
+        raise _unreadable(path, "a torch.save file of (inputs, labels) tensors, or a dict with x/y", error) from None
     if isinstance(data, dict):
         for x_key, y_key in (("x", "y"), ("inputs", "labels")):
             if x_key in data and y_key in data:
@@ -169,6 +210,7 @@ def load_tensors(path: str | Path, *, n: int | None = None) -> tuple[Tensor, Ten
         inputs = inputs[:, None]
     if labels.dim() != 1 or labels.shape[0] != inputs.shape[0]:
         raise ValueError(f"{path}: labels must have shape ({inputs.shape[0]},), got {tuple(labels.shape)}")
+    _check_samples(path, (labels.double() if labels.is_floating_point() else labels).cpu().numpy())
     return _take((inputs.float().contiguous(), labels.long()), n)
 
 
@@ -183,21 +225,135 @@ TORCHVISION_DATASETS = {
 _TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
-def _unpickle(path: Path) -> dict:
+#: The MD5 of every file of the CIFAR archives, as published with the datasets (and checked by
+#: torchvision). The files are pickles, and unpickling an altered one could run code, so
+#: :func:`load_torchvision` refuses any file whose digest differs, before reading it.
+CIFAR_MD5: dict[str, dict[str, str]] = {
+    "cifar10": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+    "cifar100": {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+}
+
+
+def _file_md5(path: Path) -> str:
+    # usedforsecurity=False: MD5 here matches a published digest, and FIPS builds refuse it otherwise
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_md5(path: Path, name: str) -> None:
+    """Raise unless ``path`` has the published MD5 of its file in dataset ``name``.
+
+    Files without a published digest pass; the restricted unpickler still guards them.
+    """
+    expected = CIFAR_MD5.get(name, {}).get(path.name)
+    if expected is None:
+        return
+    actual = _file_md5(path)
+    if actual != expected:
+        raise ValueError(
+            f"{path} is not the published {name} file {path.name!r}: its MD5 is {actual}, expected "
+            f"{expected}. It is corrupted or was replaced, and it was not read (it is a pickle: an "
+            f"altered one can run code). Delete {path.parent} and rerun with `--download` "
+            "(download=True) to fetch a fresh copy; if you re-encoded the files yourself and trust "
+            "them, pass --no-verify (verify=False)"
+        )
+
+
+def _numpy_reconstruct() -> object:
+    # numpy 2 moved numpy.core to numpy._core; importing the old path only warns, so prefer the new
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+# Every global a CIFAR batch references: a numpy array pickles as _reconstruct(ndarray, shape,
+# dtype) plus its raw bytes, its dtype as dtype("u1"). The real files (protocol 2, written by
+# Python 2 with numpy 1) name numpy.core; numpy 2 with protocol 3 or 4 writes numpy._core. None of
+# these runs anything but numpy's own array constructors. Python 3's protocol 2 (bytes through
+# _codecs.encode) and protocol 5 (numpy's _frombuffer) are refused: the real files use neither.
+_RECONSTRUCT = _numpy_reconstruct()
+_CIFAR_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _RefusedGlobal(pickle.UnpicklingError, ValueError):
+    """A pickle asked for a callable outside :data:`_CIFAR_GLOBALS`. Also a ``ValueError`` so that
+    the ``mifpe`` command reports it like any other bad input, without a traceback."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, strings, numbers and numpy arrays.
+
+    ``find_class`` is where pickle resolves every callable it will call (``os.system``,
+    ``builtins.open``, ...); refusing all but :data:`_CIFAR_GLOBALS` there means no file, altered
+    or not, can run code while it is read.
+    """
+
+    def __init__(self, file: BinaryIO, *, source: str = "the pickle", encoding: str = "latin1") -> None:
+        super().__init__(file, encoding=encoding)
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = _CIFAR_GLOBALS.get((module, name))
+        if allowed is None:
+            raise _RefusedGlobal(
+                f"{self.source} references {module}.{name}, which a CIFAR batch never needs (it holds only "
+                "dicts, lists, strings, integers and numpy arrays); refusing to read it. If you wrote "
+                "the file yourself, pickle it with protocol 3 or 4 (`pickle.dump(batch, file, protocol=4)`), "
+                "or save an .npz file instead (`--data file.npz`)"
+            )
+        return allowed
+
+
+def _restricted_load(path: Path, *, encoding: str = "latin1") -> object:
+    """Unpickle ``path`` with :class:`_CifarUnpickler` (``encoding`` decodes Python 2 strings)."""
+    with open(path, "rb") as handle:
+        return _CifarUnpickler(handle, source=str(path), encoding=encoding).load()
+
+
+def _read_batch(path: Path, name: str, label_key: str, *, verify: bool = True) -> dict:
+    """One CIFAR batch file: MD5 checked first (unless ``verify=False``), then safely unpickled."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; the dataset folder is incomplete")
-    with open(path, "rb") as handle:
-        # The CIFAR archives are Python-2 pickles of numpy arrays (what torchvision reads too).
-        return pickle.load(handle, encoding="latin1")
+    if verify:
+        _verify_md5(path, name)
+    # The CIFAR archives are Python-2 pickles of numpy arrays (what torchvision reads too); latin1
+    # turns their byte strings into str keys and lets numpy take the raw array bytes unchanged.
+    batch = _restricted_load(path, encoding="latin1")
+    if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
+        keys = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"{path} is not a {name} batch: expected a dict with 'data' and {label_key!r}, got {keys}")
+    return batch
 
 
-def _read_cifar(directory: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar(directory: Path, name: str, split: str, *, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     if name == "cifar10":
         files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         label_key = "labels"
     else:
         files, label_key = [split], "fine_labels"
-    batches = [_unpickle(directory / file) for file in files]
+    batches = [_read_batch(directory / file, name, label_key, verify=verify) for file in files]
     images = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
     labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
     return images, labels
@@ -215,7 +371,8 @@ def _download_with_torchvision(name: str, root: Path, split: str) -> None:
 
 
 def load_torchvision(
-    name: str, root: str | Path, *, split: str = "test", n: int | None = None, download: bool = False
+    name: str, root: str | Path, *, split: str = "test", n: int | None = None, download: bool = False,
+    verify: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """A torchvision dataset (CIFAR-10/100, MNIST, Fashion-MNIST) from its folder under ``root``.
 
@@ -223,6 +380,10 @@ def load_torchvision(
     ``root/cifar-100-python``, ``root/MNIST/raw``, ``root/FashionMNIST/raw``), so a root already
     used with ``torchvision.datasets`` works without torchvision itself. With ``download=True`` a
     missing dataset is fetched by ``torchvision.datasets.<Class>(root, download=True)`` first.
+
+    The CIFAR files are pickles. Each one's MD5 is checked against the published digest
+    (:data:`CIFAR_MD5`) before it is read, and it is read by an unpickler that builds only dicts,
+    lists, strings, numbers and numpy arrays, so a planted file cannot run code.
 
     Parameters
     ----------
@@ -233,6 +394,9 @@ def load_torchvision(
         The first ``n`` samples only.
     download : bool
         Allow fetching a missing dataset from the internet (off by default).
+    verify : bool
+        Check each CIFAR file's MD5 before reading it (on by default). Turn it off only for a
+        re-encoded copy you trust; the restricted unpickler still refuses anything but data.
     """
     if name not in TORCHVISION_DATASETS:
         raise ValueError(f"unknown torchvision dataset {name!r}; known: {', '.join(TORCHVISION_DATASETS)}")
@@ -249,7 +413,7 @@ def load_torchvision(
             )
         _download_with_torchvision(name, root, split)
     if name.startswith("cifar"):
-        images, labels = _read_cifar(directory, name, split)
+        images, labels = _read_cifar(directory, name, split, verify=verify)
     else:
         image_stem, label_stem = _SPLIT_FILES[split]
         images, labels = read_idx(_find(directory, image_stem))[:, None], read_idx(_find(directory, label_stem))
@@ -258,12 +422,15 @@ def load_torchvision(
     return _take(_as_tensors(images, labels), n)
 
 
-def load_data(spec: str, *, split: str = "test", n: int | None = None, download: bool = False) -> tuple[Tensor, Tensor]:
+def load_data(
+    spec: str, *, split: str = "test", n: int | None = None, download: bool = False, verify: bool = True
+) -> tuple[Tensor, Tensor]:
     """Resolve a data specification of the ``mifpe`` command.
 
     ``bundled`` (the shipped 1 000 Fashion-MNIST test images), ``fashion-mnist`` (Debian's IDX
     files) or ``fashion-mnist:DIR``, ``cifar10:ROOT`` / ``cifar100:ROOT`` / ``mnist:ROOT``
-    (torchvision's layout), or a path to an ``.npz`` or ``.pt`` file.
+    (torchvision's layout), or a path to an ``.npz`` or ``.pt`` file. ``verify`` is passed to
+    :func:`load_torchvision` (the CIFAR files' MD5 check).
     """
     kind, _, where = spec.partition(":")
     if spec == "bundled":
@@ -275,7 +442,7 @@ def load_data(spec: str, *, split: str = "test", n: int | None = None, download:
             return load_torchvision("fashion-mnist", where, split=split, n=n, download=download)
         return load_fashion_mnist(where or None, split=split, n=n)
     if kind in TORCHVISION_DATASETS and where:
-        return load_torchvision(kind, where, split=split, n=n, download=download)
+        return load_torchvision(kind, where, split=split, n=n, download=download, verify=verify)
     path = Path(spec)
     if path.suffix == ".npz":
         return load_npz(path, n=n)

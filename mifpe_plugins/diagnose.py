@@ -9,6 +9,7 @@ Every analysis is a function returning a JSON-ready dict; :func:`diagnose` runs 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -22,7 +23,8 @@ from torch import Tensor, nn
 from .attacks import fgsm, pgd
 from .losses import get_loss, mifpe, tempered, top_margin
 from .numerics import underflow_threshold
-from .progress import Progress
+from .progress import Progress, keep_partial
+from .tables import PAPER_PGDPP, write_files
 
 __all__ = [
     "DTYPES", "Budget", "clever", "convergence_and_margins", "diagnose", "fnz_pgd", "ft_pgd", "gradient_relative_error",
@@ -33,11 +35,6 @@ __all__ = [
 #: The precisions of the audit, by name.
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
 
-#: PGD++ paper, Tables 2-5 headline (CIFAR-10 ResNet-18 BNN-WAQ, L-inf): robust accuracy %.
-PAPER_PGDPP = {
-    "row": "CIFAR-10 ResNet-18 BNN-WAQ (PGD++ paper; PGD++ brings binarized networks to 0.00)",
-    "PGD": 26.98, "PGD++ (NJS)": 0.00, "PGD++ (HNS)": 0.00,
-}
 #: PGD++ paper, Table 11 (CLEVER, L1, BNN-WQ / BNN-WAQ).
 PAPER_CLEVER = {"original": (0.8585, 0.7239), "heuristic": (0.8845, 3.1578), "njs": (0.4139, 0.3120), "hns": (0.3450, 0.2774)}
 
@@ -47,8 +44,10 @@ class Budget:
     """How much work the audit does.
 
     ``quick`` is the few-minutes audit of a SmallCNN on 2 CPU cores; the default is the full one.
+    ``samples`` is how many samples ``mifpe diagnose`` audits when ``--n`` is not given.
     """
 
+    samples: int = 500
     steps: int = 100
     pgdpp_steps: int = 20
     temperatures: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -60,7 +59,7 @@ class Budget:
     @classmethod
     def quick(cls) -> Budget:
         return cls(
-            steps=20, pgdpp_steps=10, temperatures=(0.1, 1.0, 10.0, 100.0, 1000.0),
+            samples=200, steps=20, pgdpp_steps=10, temperatures=(0.1, 1.0, 10.0, 100.0, 1000.0),
             error_temperatures=tuple(10 ** (k / 2) for k in range(-6, 7)), clever_samples=2, clever_batches=5,
         )
 
@@ -296,14 +295,16 @@ def convergence_and_margins(
 
 def pgdpp_comparison(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, l2_eps: float, steps: int, seed: int = 0,
-    bar: Progress | None = None,
+    bar: Progress | None = None, into: dict | None = None,
 ) -> dict:
     """FGSM and PGD with CE against FGSM++ / PGD++ (NJS, HNS) and the beta = 0.1 heuristic, L-inf
     and L2 (the PGD++ paper's Tables 2-5 protocol: plain PGD, constant step eps/4 (L-inf) or eps/8
-    (L2), ``steps`` iterations, the last iterate)."""
+    (L2), ``steps`` iterations, the last iterate). ``into``, when given, is filled and returned, one
+    result at a time, so a caller keeps the finished ones if the rest is interrupted."""
     clean = _accuracy(model, x, y)
     losses = {"CE": "ce", "NJS": "njs", "HNS": "hns", "beta = 0.1": tempered("ce", 0.1)}
-    out: dict = {"eps": {"linf": eps, "l2": l2_eps}, "steps": steps, "linf": {}, "l2": {}}
+    out: dict = into if into is not None else {}
+    out.update({"eps": {"linf": eps, "l2": l2_eps}, "steps": steps, "linf": {}, "l2": {}})
     for norm, radius, step in (("linf", eps, eps / 4), ("l2", l2_eps, l2_eps / 8)):
         for label, loss in losses.items():
             generator = torch.Generator(device=x.device).manual_seed(seed)
@@ -411,12 +412,14 @@ class Audit:
     show_progress: bool = True
 
 
-def diagnose(model: nn.Module, x: Tensor, y: Tensor, audit: Audit) -> dict:
-    """Run every analysis on ``(x, y)`` and return the report (see :func:`write_diagnosis`).
+def diagnose(model: nn.Module, x: Tensor, y: Tensor, audit: Audit, *, header: dict | None = None) -> dict:
+    """Run every analysis on ``(x, y)`` and return the report (see :func:`write_diagnosis`),
+    which starts with ``header`` (provenance).
 
     ``model`` is used in its own dtype for the single-precision analyses (FNZ-PGD, convergence,
     PGD++, CLEVER in float32) and copied into each of ``audit.dtypes`` for the per-precision
-    ones; the caller's model, inputs and RNG are not changed.
+    ones; the caller's model, inputs and RNG are not changed. If the audit is stopped (Ctrl-C or
+    an error), the exception carries the analyses finished so far as ``partial_report``.
     """
     with torch.no_grad():
         logits = model(x[:2])
@@ -428,8 +431,9 @@ def diagnose(model: nn.Module, x: Tensor, y: Tensor, audit: Audit) -> dict:
     classes = int(logits.shape[1])
     dtype_name = str(x.dtype).removeprefix("torch.")
     count = len(budget.temperatures) * len(audit.dtypes) + len(audit.dtypes) + classes + 3 + 4 + 4
-    report: dict = {"eps": audit.eps, "steps": budget.steps, "n": int(y.numel()), "dtype": dtype_name, "classes": classes}
-    with Progress(count, "diagnose", enabled=audit.show_progress) as bar:
+    report: dict = {**(header or {}), "eps": audit.eps, "steps": budget.steps, "n": int(y.numel()), "dtype": dtype_name,
+                    "classes": classes}
+    with keep_partial(report, lambda: "margins" in report), Progress(count, "diagnose", enabled=audit.show_progress) as bar:
         report["margins"] = margin_distribution(model, x, y)
         report["zero_gradient"] = zero_gradient_ratio(model, x, y, audit.dtypes)
         report["gradient_error"] = gradient_relative_error(
@@ -442,8 +446,8 @@ def diagnose(model: nn.Module, x: Tensor, y: Tensor, audit: Audit) -> dict:
                                                         trajectories=budget.trajectories, seed=audit.seed, bar=bar)
         report["pgdpp"] = pgdpp_comparison(model, x, y, eps=audit.eps, l2_eps=audit.l2_eps, steps=budget.pgdpp_steps,
                                            seed=audit.seed, bar=bar)
-    if audit.clever:
-        report["clever"] = clever(model, x, samples=budget.clever_samples, batches=budget.clever_batches, seed=audit.seed)
+        if audit.clever:
+            report["clever"] = clever(model, x, samples=budget.clever_samples, batches=budget.clever_batches, seed=audit.seed)
     report["verdict"] = verdict(report)
     return report
 
@@ -467,18 +471,7 @@ def _pyplot():
 _COLOURS = {"float16": "tab:red", "float32": "tab:blue", "float64": "tab:green"}
 
 
-def _figures(report: dict, out: Path) -> dict[str, str]:
-    plt = _pyplot()
-    files: dict[str, str] = {}
-
-    def save(fig, name: str, title: str) -> None:
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        files[name] = title
-
-    margins = report["margins"]
+def _fig_margins(plt, margins: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     delta = [d for d in margins["delta"] if d > 0]
     if delta:
@@ -492,9 +485,10 @@ def _figures(report: dict, out: Path) -> dict[str, str]:
     ax.set_xlabel("Δ = z_π1 − z_π2 (correctly classified samples)")
     ax.set_ylabel("samples")
     ax.legend(fontsize=8)
-    save(fig, "fig2_margins.png", "Logit margin distribution (MIFPE Fig. 2)")
+    return fig
 
-    error = report["gradient_error"]
+
+def _fig_relative_error(plt, error: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, values in error["model"].items():
         ax.plot(error["temperatures"], [100 * v for v in values], "o-", color=_COLOURS[name], label=f"model input gradient, {name}")
@@ -505,9 +499,10 @@ def _figures(report: dict, out: Path) -> dict[str, str]:
     ax.set_xlabel("T (scaled margin the softmax sees)")
     ax.set_ylabel("relative error vs float64 (%)")
     ax.legend(fontsize=8)
-    save(fig, "fig3_relative_error.png", "Gradient relative error vs T (MIFPE Fig. 3)")
+    return fig
 
-    ft = report["ft_pgd"]
+
+def _fig_ft_pgd(plt, ft: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, values in ft["robust_accuracy"].items():
         ax.plot(ft["temperatures"], values, "o-", color=_COLOURS[name], label=f"FT-PGD {name}")
@@ -516,9 +511,10 @@ def _figures(report: dict, out: Path) -> dict[str, str]:
     ax.set_xlabel("T")
     ax.set_ylabel("robust accuracy (%)")
     ax.legend(fontsize=8)
-    save(fig, "fig4_5_ft_pgd.png", "FT-PGD: robust accuracy vs T per precision (MIFPE Fig. 4, 5)")
+    return fig
 
-    fnz = report["fnz_pgd"]
+
+def _fig_fnz_pgd(plt, fnz: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     ax.plot(fnz["n_logits"], fnz["robust_accuracy"], "o-", color="k", label="FNZ-PGD")
     for (name, value), style in zip(fnz["baselines"].items(), ("--", "-.", ":", (0, (5, 1))), strict=False):
@@ -526,17 +522,20 @@ def _figures(report: dict, out: Path) -> dict[str, str]:
     ax.set_xlabel("n (logit elements that survive)")
     ax.set_ylabel("robust accuracy (%)")
     ax.legend(fontsize=8)
-    save(fig, "fig6_fnz_pgd.png", "FNZ-PGD: robust accuracy vs n (MIFPE Fig. 6)")
+    return fig
 
-    conv = report["convergence"]
+
+def _fig_convergence(plt, conv: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, values in conv["robust_share"].items():
         ax.plot(conv["iterations"], values, label=name.upper())
     ax.set_xlabel("iteration")
     ax.set_ylabel("still robust (%)")
     ax.legend(fontsize=8)
-    save(fig, "fig7_convergence.png", "Convergence of PGD per loss (MIFPE Fig. 7)")
+    return fig
 
+
+def _fig_trajectories(plt, conv: dict):
     traj = conv.get("trajectories") or {}
     fig, ax = plt.subplots(figsize=(6.4, 4))
     if traj.get("samples"):
@@ -550,9 +549,10 @@ def _figures(report: dict, out: Path) -> dict[str, str]:
         ax.text(0.5, 0.5, "no sample that CE-PGD fails on and MIFPE-PGD fools", ha="center", transform=ax.transAxes)
     ax.set_xlabel("iteration")
     ax.set_ylabel("Z = z_y − max_{i≠y} z_i")
-    save(fig, "fig8_margins.png", "Margin trajectories, CE fails / MIFPE fools (MIFPE Fig. 8)")
+    return fig
 
-    pp = report["pgdpp"]
+
+def _fig_pgdpp(plt, pp: dict):
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     for ax, norm in zip(axes, ("linf", "l2"), strict=True):
         labels = list(pp[norm])
@@ -560,44 +560,83 @@ def _figures(report: dict, out: Path) -> dict[str, str]:
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
         ax.set_title(f"{'L∞' if norm == 'linf' else 'L2'}, eps = {pp['eps'][norm]:g}")
     axes[0].set_ylabel("robust accuracy (%)")
-    save(fig, "pgdpp.png", "FGSM / PGD vs FGSM++ / PGD++ (PGD++ paper, Tables 2-5)")
+    return fig
+
+
+#: report key -> figure file, title, drawing function (from that key's analysis).
+_FIGURES = (
+    ("margins", "fig2_margins.png", "Logit margin distribution (MIFPE Fig. 2)", _fig_margins),
+    ("gradient_error", "fig3_relative_error.png", "Gradient relative error vs T (MIFPE Fig. 3)", _fig_relative_error),
+    ("ft_pgd", "fig4_5_ft_pgd.png", "FT-PGD: robust accuracy vs T per precision (MIFPE Fig. 4, 5)", _fig_ft_pgd),
+    ("fnz_pgd", "fig6_fnz_pgd.png", "FNZ-PGD: robust accuracy vs n (MIFPE Fig. 6)", _fig_fnz_pgd),
+    ("convergence", "fig7_convergence.png", "Convergence of PGD per loss (MIFPE Fig. 7)", _fig_convergence),
+    ("convergence", "fig8_margins.png", "Margin trajectories, CE fails / MIFPE fools (MIFPE Fig. 8)", _fig_trajectories),
+    ("pgdpp", "pgdpp.png", "FGSM / PGD vs FGSM++ / PGD++ (PGD++ paper, Tables 2-5)", _fig_pgdpp),
+)
+
+
+def _figures(report: dict) -> dict[str, tuple[str, bytes]]:
+    """The figures of the analyses ``report`` holds: file name -> (title, PNG bytes)."""
+    plt = _pyplot()
+    files: dict[str, tuple[str, bytes]] = {}
+    for key, name, title, draw in _FIGURES:
+        if key in report:
+            fig = draw(plt, report[key])
+            fig.suptitle(title)
+            fig.tight_layout()
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=110)
+            plt.close(fig)
+            files[name] = (title, buffer.getvalue())
     return files
 
 
 def _markdown(report: dict, figures: dict[str, str]) -> str:
-    lines = [f"# Floating-point audit of {report.get('model', 'a model')}", "", f"**Verdict.** {report['verdict']}", ""]
+    if "verdict" in report:
+        lead = f"**Verdict.** {report['verdict']}"
+    else:
+        lead = (f"**Partial audit: {report.get('interrupted', 'interrupted')}.** No verdict; the sections below are "
+                "the analyses that finished, and they are final.")
+    lines = [f"# Floating-point audit of {report.get('model', 'a model')}", "", lead, ""]
     lines += [f"{report['n']} samples, {report['dtype']}, L∞ eps = {report['eps']:g}, PGD {report['steps']} iterations."]
     if "command" in report:
         lines += ["", f"`{report['command']}` — {report.get('machine', '')}, {report.get('date', '')}, commit {report.get('commit')}."]
-    m = report["margins"]
-    lines += ["", "## Margins and underflow (Fig. 2)", "", "| precision | λ | Δ ≥ λ (% of correct) | exactly zero CE gradient (%) |", "|---|---|---|---|"]
-    for name, lam in m["lambda"].items():
-        zero = report["zero_gradient"].get(name, {}).get("zero_ratio")
-        lines.append(f"| {name} | {lam:.2f} | {m['share_above_lambda'][name]:.1f} | {'–' if zero is None else f'{zero:.1f}'} |")
-    ft = report["ft_pgd"]
-    lines += ["", "## FT-PGD: robust accuracy vs T (Fig. 4, 5)", "", "| precision | " + " | ".join(f"T={t:g}" for t in ft["temperatures"]) + " | CE |",
-              "|---|" + "---|" * (len(ft["temperatures"]) + 1)]
-    for name, values in ft["robust_accuracy"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {ft['ce'][name]:.1f} |")
-    fnz = report["fnz_pgd"]
-    lines += ["", "## FNZ-PGD: robust accuracy vs n (Fig. 6)", "", "| " + " | ".join(f"n={n}" for n in fnz["n_logits"]) + " | "
-              + " | ".join(k.upper() for k in fnz["baselines"]) + " |", "|" + "---|" * (len(fnz["n_logits"]) + len(fnz["baselines"]))]
-    lines.append("| " + " | ".join(f"{v:.1f}" for v in fnz["robust_accuracy"]) + " | " + " | ".join(f"{v:.1f}" for v in fnz["baselines"].values()) + " |")
-    conv = report["convergence"]
-    lines += ["", "## Convergence (Fig. 7) and margins (Fig. 8)", "",
-              "| loss | after 1 | after 10 % | after 50 % | final |", "|---|---|---|---|---|"]
-    steps = len(conv["iterations"])
-    for name, values in conv["robust_share"].items():
-        picks = [values[0], values[max(steps // 10 - 1, 0)], values[max(steps // 2 - 1, 0)], values[-1]]
-        lines.append(f"| {name.upper()} | " + " | ".join(f"{v:.1f}" for v in picks) + " |")
-    if "n_ce_fails_mifpe_fools" in conv:
-        lines += ["", f"{conv['n_ce_fails_mifpe_fools']} samples survive CE-PGD but not MIFPE-PGD"
-                  + (f"; CE leaves their margin Z at a median of {conv['ce_final_margin_median']:.3g}." if "ce_final_margin_median" in conv else ".")]
-    pp = report["pgdpp"]
-    lines += ["", f"## PGD++ (PGD++ paper, Tables 2-5; {pp['steps']} iterations)", "", "| attack | L∞ | L2 |", "|---|---|---|"]
-    for label in pp["linf"]:
-        lines.append(f"| {label} | {pp['linf'][label]:.1f} | {pp['l2'][label]:.1f} |")
-    lines += ["", f"PGD++ paper for comparison ({PAPER_PGDPP['row']}): PGD {PAPER_PGDPP['PGD']}, PGD++ NJS {PAPER_PGDPP['PGD++ (NJS)']}, HNS {PAPER_PGDPP['PGD++ (HNS)']}."]
+    if "margins" in report:
+        m = report["margins"]
+        lines += ["", "## Margins and underflow (Fig. 2)", "", "| precision | λ | Δ ≥ λ (% of correct) | exactly zero CE gradient (%) |", "|---|---|---|---|"]
+        for name, lam in m["lambda"].items():
+            zero = report.get("zero_gradient", {}).get(name, {}).get("zero_ratio")
+            lines.append(f"| {name} | {lam:.2f} | {m['share_above_lambda'][name]:.1f} | {'–' if zero is None else f'{zero:.1f}'} |")
+    if "ft_pgd" in report:
+        ft = report["ft_pgd"]
+        lines += ["", "## FT-PGD: robust accuracy vs T (Fig. 4, 5)", "", "| precision | " + " | ".join(f"T={t:g}" for t in ft["temperatures"]) + " | CE |",
+                  "|---|" + "---|" * (len(ft["temperatures"]) + 1)]
+        for name, values in ft["robust_accuracy"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {ft['ce'][name]:.1f} |")
+    if "fnz_pgd" in report:
+        fnz = report["fnz_pgd"]
+        lines += ["", "## FNZ-PGD: robust accuracy vs n (Fig. 6)", "", "| " + " | ".join(f"n={n}" for n in fnz["n_logits"]) + " | "
+                  + " | ".join(k.upper() for k in fnz["baselines"]) + " |", "|" + "---|" * (len(fnz["n_logits"]) + len(fnz["baselines"]))]
+        lines.append("| " + " | ".join(f"{v:.1f}" for v in fnz["robust_accuracy"]) + " | " + " | ".join(f"{v:.1f}" for v in fnz["baselines"].values()) + " |")
+    if "convergence" in report:
+        conv = report["convergence"]
+        lines += ["", "## Convergence (Fig. 7) and margins (Fig. 8)", "",
+                  "| loss | after 1 | after 10 % | after 50 % | final |", "|---|---|---|---|---|"]
+        steps = len(conv["iterations"])
+        for name, values in conv["robust_share"].items():
+            picks = [values[0], values[max(steps // 10 - 1, 0)], values[max(steps // 2 - 1, 0)], values[-1]]
+            lines.append(f"| {name.upper()} | " + " | ".join(f"{v:.1f}" for v in picks) + " |")
+        if "n_ce_fails_mifpe_fools" in conv:
+            lines += ["", f"{conv['n_ce_fails_mifpe_fools']} samples survive CE-PGD but not MIFPE-PGD"
+                      + (f"; CE leaves their margin Z at a median of {conv['ce_final_margin_median']:.3g}." if "ce_final_margin_median" in conv else ".")]
+    if "pgdpp" in report:
+        pp = report["pgdpp"]
+        lines += ["", f"## PGD++ (PGD++ paper, Tables 2-5; {pp['steps']} iterations)", "", "| attack | L∞ | L2 |", "|---|---|---|"]
+        for label in pp["linf"]:
+            lines.append(f"| {label} | {pp['linf'][label]:.1f} | {pp['l2'][label]:.1f} |")
+        paper_row, paper = PAPER_PGDPP["binarized"]
+        lines += ["", f"PGD++ paper for comparison (CIFAR-10 {paper_row}, L∞ 8/255): PGD {paper['PGD']:.2f}, PGD++ NJS "
+                  f"{paper['PGD++ NJS']:.2f}, HNS {paper['PGD++ HNS']:.2f}."]
     if "clever" in report:
         c = report["clever"]
         lines += ["", f"## CLEVER (PGD++ paper, Table 11; {c['samples']} samples, {c['nb_batches']} batches of 10, L1, radius 5)", "",
@@ -610,11 +649,10 @@ def _markdown(report: dict, figures: dict[str, str]) -> str:
 
 
 def write_diagnosis(report: dict, out_dir: str | Path) -> list[Path]:
-    """Write ``report.json``, the PNG figures and ``report.md`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = _figures(report, out)
-    slim = dict(report)
-    (out / "report.json").write_text(json.dumps(slim, indent=1) + "\n")
-    (out / "report.md").write_text(_markdown(report, figures))
-    return [out / "report.md", out / "report.json", *(out / name for name in figures)]
+    """Write ``report.md``, ``report.json`` and one PNG per analysis into ``out_dir``, atomically
+    as one set (:func:`mifpe_plugins.tables.write_files`); a partial report (``interrupted``) gets
+    the sections and figures of the analyses that finished."""
+    figures = _figures(report)
+    files = {"report.md": _markdown(report, {name: title for name, (title, _) in figures.items()}),
+             "report.json": json.dumps(report, indent=1) + "\n", **{name: png for name, (_, png) in figures.items()}}
+    return write_files(out_dir, files)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import zoo
+from .data import _unreadable
 
 __all__ = ["LoadedModel", "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREAT_MODELS", "load_model"]
 
@@ -41,21 +42,32 @@ def _is_torchscript(path: Path) -> bool:
     # torch.jit.save writes a zip archive with a code/ folder; torch.save's state dicts have none.
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _load_file(path: Path, architecture: str | None) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
-    if _is_torchscript(path):
-        return torch.jit.load(str(path), map_location="cpu"), {"kind": "torchscript", "path": str(path)}
+    if path.suffix == ".ts" or _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu"), {"kind": "torchscript", "path": str(path)}
+        except Exception as error:  # TorchScript raises RuntimeError and others for a damaged archive
+            raise _unreadable(path, "a TorchScript archive (torch.jit.save)", error) from None
     if architecture is None:
         raise ValueError(
             f"{path} is not a TorchScript archive, so it is read as a state dict and needs an architecture: "
             f"pass architecture= (--arch) one of {', '.join(sorted(zoo.ARCHITECTURES))}"
         )
-    model = zoo.load_state_dict_into(zoo.build(architecture), path, architecture=architecture)
+    try:
+        model = zoo.load_state_dict_into(zoo.build(architecture), path, architecture=architecture)
+    except ValueError:
+        raise  # the file was read, and its content is wrong: zoo's message says how
+    except Exception as error:  # torch.load raises many types for a damaged or non-tensor file
+        raise _unreadable(path, "a state dict saved with torch.save(model.state_dict(), path)", error) from None
     return model, {"kind": "state_dict", "path": str(path), "architecture": architecture}
 
 

@@ -1,17 +1,19 @@
 """A dependency-free progress bar for the long loops of the ``mifpe`` command and zoo training.
 
 On a terminal it redraws one line (``\\r``) at most a few times a second; when stderr is a file or a
-pipe (CI logs) it prints a line at every tenth of the work, so logs stay short.
+pipe (CI logs) it prints a line at every tenth of the work, so logs stay short. :func:`keep_partial`
+hands the finished part of a long loop to whoever catches its interruption.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
+from contextlib import contextmanager
 from typing import TextIO, TypeVar
 
-__all__ = ["Progress", "progress"]
+__all__ = ["Progress", "keep_partial", "progress"]
 
 Item = TypeVar("Item")
 
@@ -89,3 +91,16 @@ def progress(items: Iterable[Item], desc: str = "", *, total: int | None = None,
         for item in items:
             yield item
             bar.update()
+
+
+@contextmanager
+def keep_partial(report: dict, finished: Callable[[], bool] = lambda: True) -> Iterator[dict]:
+    """Fill ``report`` inside the block. If anything (Ctrl-C included) stops it once ``finished()``
+    is true, the exception carries the finished part as ``error.partial_report``; it propagates
+    unchanged either way."""
+    try:
+        yield report
+    except BaseException as error:
+        if finished():
+            error.partial_report = report
+        raise

@@ -13,10 +13,13 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,11 +31,11 @@ from . import __version__
 from .evaluate import evaluate
 from .losses import top_margin
 from .numerics import underflow_threshold
-from .progress import Progress
+from .progress import Progress, keep_partial
 
 __all__ = [
     "Cell", "Evaluation", "PAPER_PGDPP", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TABLE1_LOSSES", "pgdpp_table",
-    "table1", "table2", "table3", "write_report",
+    "table1", "table2", "table3", "write_files", "write_report",
 ]
 
 #: MIFPE paper, Table 2 (CIFAR-10, eps = 0.031, the Neural-level-sets RN-18 model; the caption says
@@ -63,10 +66,10 @@ TABLE1_LOSSES = ("ce", "cw", "dlr", "mifpe")
 #: models stand in for: zoo name -> (paper row, {attack: robust accuracy %}). L-inf eps 8/255, L2 eps
 #: 120/255; "-" where the paper has no number.
 PAPER_PGDPP = {
-    "binarized": ("BNN-WAQ ResNet-18 (Table 2)", {
+    "binarized": ("BNN-WAQ ResNet-18 (Table 3)", {
         "FGSM": 40.84, "FGSM++ NJS": 19.46, "FGSM++ HNS": 19.09, "PGD": 8.57, "PGD++ NJS": 0.03, "PGD++ HNS": 0.04,
         "L2 PGD": 25.24, "L2 PGD++ NJS": 2.33, "L2 PGD++ HNS": 2.59}),
-    "standard": ("REF (float) ResNet-18 (Table 2)", {
+    "standard": ("REF (float) ResNet-18 (Table 3)", {
         "FGSM": 7.62, "FGSM++ NJS": 5.55, "FGSM++ HNS": 5.35, "PGD": 0.00, "PGD++ NJS": 0.00, "PGD++ HNS": 0.00,
         "L2 PGD": 1.12, "L2 PGD++ NJS": 0.09, "L2 PGD++ HNS": 0.05}),
     "pgd-at": ("adversarially trained REF ResNet-18 (Table 4)", {
@@ -177,7 +180,9 @@ class Evaluation:
         (``loss="original"``) or with MIFPE in APGD and APGD-T (``loss="mifpe"``)."""
         from .adapters import autoattack as aa
 
-        common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.inputs.device, "seed": self.seed}
+        # verbose=False keeps both distributions off stdout (upstream prints its log there).
+        common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.inputs.device, "seed": self.seed,
+                  "verbose": self.show_progress}
         adversary = aa.stock_autoattack(self.model, **common) if loss == "original" else aa.mifpe_autoattack(self.model, loss=loss, **common)
         with torch.no_grad():
             classes = int(self.model(self.inputs[:1]).shape[1])
@@ -192,17 +197,14 @@ class Evaluation:
         if self.show_progress:
             logger.addHandler(handler)
             logger.setLevel(logging.DEBUG)
-        # The distributions name the batch-size keyword differently.
-        size_keyword = "batch_size" if aa._distribution_of(adversary, "autoattack") == "pyautoattack" else "bs"
         tic = time.perf_counter()
         try:
-            outcome = aa.run_standard_evaluation(adversary, self.inputs, self.labels, **{size_keyword: self.batch_size})
+            x_adv, _ = aa.run_standard_evaluation(adversary, self.inputs, self.labels, batch_size=self.batch_size)
         finally:
             if self.show_progress:
                 logger.removeHandler(handler)
                 logger.setLevel(previous_level)
         seconds = time.perf_counter() - tic
-        x_adv = outcome[0] if isinstance(outcome, tuple) else outcome
         with torch.no_grad():
             adv_correct = torch.cat([
                 self.model(x).argmax(1) == y
@@ -256,13 +258,23 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.system()}"
 
 
+def _autoattack_provenance() -> dict:
+    """Which AutoAttack distribution and version :meth:`Evaluation.autoattack` runs (the
+    adapter's default, as it builds them)."""
+    from .adapters import autoattack as aa
+
+    return {"autoattack_distribution": aa.describe_distribution()}
+
+
 def table2(
     evaluation: Evaluation, *, attacks: Sequence[str] = ("fgsm", "pgd", "apgd", "autoattack"), command: str = "", extra: dict | None = None,
 ) -> dict:
     """The MIFPE paper's Table 2: each attack with its original loss and with MIFPE, and the boost.
 
     FGSM and PGD-``steps`` (the Table-1 protocol) use CE originally; APGD-``steps`` uses DLR
-    (APGD_DLR); AutoAttack is the standard version, with MIFPE in its APGD and APGD-T.
+    (APGD_DLR); AutoAttack is the standard version, with MIFPE in its APGD and APGD-T. If the run
+    is stopped (Ctrl-C or an error) after a column, the exception carries the finished columns as
+    ``partial_report`` (this holds for every table function here).
     """
     steps = evaluation.steps
     plan = {
@@ -274,22 +286,23 @@ def table2(
     unknown = [a for a in attacks if a not in plan]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(plan)}")
-    header = _header(evaluation, command, extra or {})
-    rows = []
-    for key in attacks:
-        title, run, original_loss = plan[key]
-        original = run("original" if key == "autoattack" else original_loss, f"{title} original loss")
-        improved = run("mifpe", f"{title} MIFPE")
-        paper_key = {"fgsm": "FGSM", "pgd": "PGD-100", "apgd": "APGD_DLR-100", "autoattack": "AA (4900)"}[key]
-        rows.append({
-            "attack": title, "original_loss": original_loss,
-            "original": original.to_json(), "mifpe": improved.to_json(),
-            "boost": original.robust_accuracy - improved.robust_accuracy,
-            "paper": {"attack": paper_key, **dict(zip(("original", "mifpe"), PAPER_TABLE2[paper_key], strict=True))},
-        })
-    clean = 100 * float(evaluation.clean_correct().float().mean())
-    return {"table": "table2", **header, "clean_accuracy": clean,
-            **evaluation.margin_statistics(), "rows": rows}
+    rows: list[dict] = []
+    report = {"table": "table2", **_header(evaluation, command, extra or {}),
+              "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
+              **evaluation.margin_statistics(), "rows": rows}
+    if "autoattack" in attacks:
+        report.update(_autoattack_provenance())
+    with keep_partial(report, lambda: bool(rows)):
+        for key in attacks:
+            title, run, original_loss = plan[key]
+            original = run("original" if key == "autoattack" else original_loss, f"{title} original loss")
+            paper_key = {"fgsm": "FGSM", "pgd": "PGD-100", "apgd": "APGD_DLR-100", "autoattack": "AA (4900)"}[key]
+            row = {"attack": title, "original_loss": original_loss, "original": original.to_json(),
+                   "paper": {"attack": paper_key, **dict(zip(("original", "mifpe"), PAPER_TABLE2[paper_key], strict=True))}}
+            rows.append(row)
+            improved = run("mifpe", f"{title} MIFPE")
+            row.update(mifpe=improved.to_json(), boost=original.robust_accuracy - improved.robust_accuracy)
+    return report
 
 
 def table1(
@@ -298,46 +311,49 @@ def table1(
 ) -> dict:
     """The MIFPE paper's Table 1: PGD-``steps`` per loss on each model, clean accuracy, AutoAttack
     (the "best" column) and the per-sample worst case over every attack run."""
-    rows = []
-    header = _header(next(iter(evaluations.values())), command, extra or {})
-    for name, evaluation in evaluations.items():
-        cells = {loss: evaluation.core("pgd", loss, f"{name} PGD-{evaluation.steps} {loss}") for loss in losses}
-        robust_everywhere = evaluation.clean_correct().clone()
-        for cell in cells.values():
-            robust_everywhere &= cell.robust
-        row = {
-            "model": name, "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
-            **evaluation.margin_statistics(),
-            "pgd": {loss: cell.to_json() for loss, cell in cells.items()},
-        }
-        if autoattack:
-            aa = evaluation.autoattack("original", f"{name} AutoAttack")
-            row["autoattack"] = aa.to_json()
-            robust_everywhere &= aa.robust
-        row["worst_case"] = 100 * float(robust_everywhere.float().mean())
-        key = name.removeprefix("zoo:")
-        if key in PAPER_TABLE1:
-            paper_row, clean, pgd, best = PAPER_TABLE1[key]
-            row["paper"] = {"row": paper_row, "clean_accuracy": clean, "pgd": pgd, "best": best}
-        rows.append(row)
-    return {"table": "table1", **header, "losses": list(losses), "rows": rows}
+    rows: list[dict] = []
+    report = {"table": "table1", **_header(next(iter(evaluations.values())), command, extra or {}),
+              "losses": list(losses), "rows": rows}
+    if autoattack:
+        report.update(_autoattack_provenance())
+    with keep_partial(report, lambda: bool(rows)):
+        for name, evaluation in evaluations.items():
+            row = {"model": name, "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
+                   **evaluation.margin_statistics(), "pgd": {}}
+            key = name.removeprefix("zoo:")
+            if key in PAPER_TABLE1:
+                paper_row, clean, pgd, best = PAPER_TABLE1[key]
+                row["paper"] = {"row": paper_row, "clean_accuracy": clean, "pgd": pgd, "best": best}
+            robust_everywhere = evaluation.clean_correct().clone()
+            for loss in losses:
+                cell = evaluation.core("pgd", loss, f"{name} PGD-{evaluation.steps} {loss}")
+                row["pgd"][loss] = cell.to_json()
+                robust_everywhere &= cell.robust
+                if len(row["pgd"]) == 1:
+                    rows.append(row)
+            if autoattack:
+                aa = evaluation.autoattack("original", f"{name} AutoAttack")
+                row["autoattack"] = aa.to_json()
+                robust_everywhere &= aa.robust
+            row["worst_case"] = 100 * float(robust_everywhere.float().mean())
+    return report
 
 
 def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, command: str = "", extra: dict | None = None) -> dict:
     """The MIFPE paper's Table 3 (ablation): PGD-``steps`` per loss, plain (constant step
     2.5 eps / steps), then with momentum 0.75, then with the 2 eps (1 - i / I) schedule."""
-    header = _header(evaluation, command, extra or {})
-    rows = []
-    for config, settings in TABLE3_CONFIGS.items():
-        cells = {loss: evaluation.core("pgd", loss, f"{config} {loss}", **settings) for loss in losses}
-        rows.append({
-            "configuration": config, **{k: v for k, v in settings.items()},
-            "results": {loss: cell.to_json() for loss, cell in cells.items()},
-            "paper": PAPER_TABLE3[config],
-        })
-    clean = 100 * float(evaluation.clean_correct().float().mean())
-    return {"table": "table3", **header, "clean_accuracy": clean,
-            **evaluation.margin_statistics(), "losses": list(losses), "rows": rows}
+    rows: list[dict] = []
+    report = {"table": "table3", **_header(evaluation, command, extra or {}),
+              "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
+              **evaluation.margin_statistics(), "losses": list(losses), "rows": rows}
+    with keep_partial(report, lambda: bool(rows)):
+        for config, settings in TABLE3_CONFIGS.items():
+            row = {"configuration": config, **settings, "results": {}, "paper": PAPER_TABLE3[config]}
+            for loss in losses:
+                row["results"][loss] = evaluation.core("pgd", loss, f"{config} {loss}", **settings).to_json()
+                if len(row["results"]) == 1:
+                    rows.append(row)
+    return report
 
 
 def pgdpp_table(
@@ -349,24 +365,30 @@ def pgdpp_table(
     eps/8, the last iterate); with ``clever_samples > 0`` also Table 11's mean CLEVER scores."""
     from .diagnose import clever, pgdpp_comparison
 
-    first = next(iter(evaluations.values()))
-    header = _header(first, command, extra or {})
-    rows = []
-    for name, evaluation in evaluations.items():
-        with Progress(8, f"{name} PGD++", enabled=evaluation.show_progress) as bar:
-            results = pgdpp_comparison(evaluation.model, evaluation.inputs, evaluation.labels, eps=evaluation.eps,
-                                       l2_eps=l2_eps, steps=evaluation.steps, seed=evaluation.seed, bar=bar)
-        row = {"model": name, "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()),
-               "results": {column: results[norm][key] for column, (norm, key) in _PGDPP_COLUMNS.items()}}
-        if clever_samples:
-            row["clever"] = clever(evaluation.model, evaluation.inputs, samples=clever_samples, batches=clever_batches,
-                                   seed=evaluation.seed)["means"]
-        key = name.removeprefix("zoo:")
-        if key in PAPER_PGDPP:
-            row["paper"] = {"row": PAPER_PGDPP[key][0], "results": PAPER_PGDPP[key][1]}
-        rows.append(row)
-    return {"table": "pgdpp", **header, "l2_eps": l2_eps, "columns": list(_PGDPP_COLUMNS),
-            "clever_samples": clever_samples, "clever_batches": clever_batches, "rows": rows}
+    rows: list[dict] = []
+    report = {"table": "pgdpp", **_header(next(iter(evaluations.values())), command, extra or {}), "l2_eps": l2_eps,
+              "columns": list(_PGDPP_COLUMNS), "clever_samples": clever_samples, "clever_batches": clever_batches,
+              "rows": rows}
+    with keep_partial(report, lambda: bool(rows)):
+        for name, evaluation in evaluations.items():
+            row = {"model": name, "clean_accuracy": 100 * float(evaluation.clean_correct().float().mean()), "results": {}}
+            key = name.removeprefix("zoo:")
+            if key in PAPER_PGDPP:
+                row["paper"] = {"row": PAPER_PGDPP[key][0], "results": PAPER_PGDPP[key][1]}
+            found: dict = {}
+            try:
+                with Progress(8, f"{name} PGD++", enabled=evaluation.show_progress) as bar:
+                    pgdpp_comparison(evaluation.model, evaluation.inputs, evaluation.labels, eps=evaluation.eps,
+                                     l2_eps=l2_eps, steps=evaluation.steps, seed=evaluation.seed, bar=bar, into=found)
+            finally:  # the attacks finished so far count even when the rest is interrupted
+                row["results"] = {column: found[norm][label] for column, (norm, label) in _PGDPP_COLUMNS.items()
+                                  if label in found.get(norm, {})}
+                if row["results"]:
+                    rows.append(row)
+            if clever_samples:
+                row["clever"] = clever(evaluation.model, evaluation.inputs, samples=clever_samples, batches=clever_batches,
+                                       seed=evaluation.seed)["means"]
+    return report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,6 +402,11 @@ def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _acc(cell: dict | None) -> str:
+    """A cell's robust accuracy, or – for a cell an interrupted run did not reach."""
+    return _f((cell or {}).get("robust_accuracy"))
+
+
 def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -389,10 +416,11 @@ def _table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
 def _rows_table2(report: dict) -> tuple[list[str], list[list[str]]]:
     head = ["", *[r["attack"] for r in report["rows"]]]
     body = [
-        ["original loss", *[f"{_f(r['original']['robust_accuracy'])} ({r['original_loss']})" for r in report["rows"]]],
-        ["MIFPE loss", *[_f(r["mifpe"]["robust_accuracy"]) for r in report["rows"]]],
-        ["boost", *[_f(r["boost"]) for r in report["rows"]]],
-        ["seconds, original / MIFPE", *[f"{r['original']['seconds']:.1f} / {r['mifpe']['seconds']:.1f}" for r in report["rows"]]],
+        ["original loss", *[f"{_acc(r['original'])} ({r['original_loss']})" for r in report["rows"]]],
+        ["MIFPE loss", *[_acc(r.get("mifpe")) for r in report["rows"]]],
+        ["boost", *[_f(r.get("boost")) for r in report["rows"]]],
+        ["seconds, original / MIFPE", *[" / ".join(f"{r[k]['seconds']:.1f}" if k in r else "–" for k in ("original", "mifpe"))
+                                        for r in report["rows"]]],
     ]
     return head, body
 
@@ -402,16 +430,15 @@ def _rows_table1(report: dict) -> tuple[list[str], list[list[str]]]:
     head = ["model", "clean", *[f"{_LOSS_TITLES.get(loss, loss)} PGD" for loss in losses], "AutoAttack", "worst case", "margins > λ %"]
     body = []
     for r in report["rows"]:
-        aa = r.get("autoattack", {}).get("robust_accuracy")
-        body.append([r["model"], _f(r["clean_accuracy"]), *[_f(r["pgd"][loss]["robust_accuracy"]) for loss in losses],
-                     _f(aa), _f(r["worst_case"]), f"{r['share_of_margins_above_lambda']:.1f}"])
+        body.append([r["model"], _f(r["clean_accuracy"]), *[_acc(r["pgd"].get(loss)) for loss in losses],
+                     _acc(r.get("autoattack")), _f(r.get("worst_case")), f"{r['share_of_margins_above_lambda']:.1f}"])
     return head, body
 
 
 def _rows_table3(report: dict) -> tuple[list[str], list[list[str]]]:
     losses = report["losses"]
     head = ["configuration", *[_LOSS_TITLES.get(loss, loss) for loss in losses]]
-    body = [[r["configuration"], *[_f(r["results"][loss]["robust_accuracy"]) for loss in losses]] for r in report["rows"]]
+    body = [[r["configuration"], *[_acc(r["results"].get(loss)) for loss in losses]] for r in report["rows"]]
     return head, body
 
 
@@ -422,7 +449,7 @@ def _rows_pgdpp(report: dict) -> tuple[list[str], list[list[str]]]:
     head = ["model", "clean", *columns, *([f"CLEVER {rule}" for rule in clever_rules] if with_clever else [])]
     body = []
     for r in report["rows"]:
-        cells = [r["model"], _f(r["clean_accuracy"]), *[_f(r["results"][c]) for c in columns]]
+        cells = [r["model"], _f(r["clean_accuracy"]), *[_f(r["results"].get(c)) for c in columns]]
         if with_clever:
             cells += [f"{r['clever'][rule]:.4f}" if "clever" in r else "–" for rule in clever_rules]
         body.append(cells)
@@ -477,14 +504,18 @@ def to_markdown(report: dict) -> str:
         f"Robust accuracy %, lower = stronger attack. {report['n']} samples, {threat}, "
         f"{report['steps']} iterations, {report['dtype']} on {report['device']}, seed {report['seed']}.",
     ]
+    if report.get("interrupted"):
+        intro.insert(0, f"**Partial result: {report['interrupted']}.** Cells marked – were not computed; the others "
+                        "are final.\n")
     if "clean_accuracy" in report:
         intro.append(
             f"Clean accuracy {report['clean_accuracy']:.2f} %; {report['share_of_margins_above_lambda']:.1f} % of the "
             f"correctly classified samples have a top-2 logit gap above lambda = {report['lambda']:.2f} (median "
             f"{report['margin_median']:.1f})."
         )
+    autoattack = f"AutoAttack: {report['autoattack_distribution']}, " if "autoattack_distribution" in report else ""
     provenance = (f"`{report['command']}` — mifpe_plugins {report['mifpe_plugins']} (commit {report['commit']}), "
-                  f"torch {report['torch']}, {report['machine']}, {report['date']}.")
+                  f"torch {report['torch']}, {autoattack}{report['machine']}, {report['date']}.")
     return "\n".join([*intro, "", *_table(head, body), *_paper_lines(report), "", provenance]) + "\n"
 
 
@@ -493,18 +524,62 @@ def to_csv(report: dict) -> str:
     head, body = _RENDERERS[report["table"]](report)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([h or "row" for h in head])
+    head = [h or "row" for h in head]
+    if report.get("interrupted"):
+        head[0] += " (partial: interrupted)"
+    writer.writerow(head)
     writer.writerows(body)
     return buffer.getvalue()
 
 
 def write_report(report: dict, out_dir: str | Path, stem: str | None = None) -> list[Path]:
-    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.csv`` into ``out_dir``; return the paths."""
+    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.csv`` into ``out_dir`` (atomically, as one set:
+    see :func:`write_files`); return the paths."""
+    stem = stem or report["table"]
+    title = f"# {stem}" + (" (partial)" if report.get("interrupted") else "")
+    return write_files(out_dir, {
+        f"{stem}.md": f"{title}\n\n" + to_markdown(report),
+        f"{stem}.json": json.dumps(report, indent=2) + "\n",
+        f"{stem}.csv": to_csv(report),
+    })
+
+
+def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path]:
+    """Write ``files`` (name -> text or bytes) into ``out_dir`` as one set.
+
+    Each goes to a temporary file in the same folder first; only when all are complete are they
+    moved into place with ``os.replace`` (Ctrl-C held back for those renames), so an interruption
+    leaves the old set or the new one, never a mix or a half-written file.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = stem or report["table"]
-    paths = [out / f"{stem}.md", out / f"{stem}.json", out / f"{stem}.csv"]
-    paths[0].write_text(f"# {stem}\n\n" + to_markdown(report))
-    paths[1].write_text(json.dumps(report, indent=2) + "\n")
-    paths[2].write_text(to_csv(report))
-    return paths
+    staged = {out / name: out / f".{name}.{os.getpid()}.tmp" for name in files}
+    try:
+        for temporary, content in zip(staged.values(), files.values(), strict=True):
+            if isinstance(content, bytes):
+                temporary.write_bytes(content)
+            else:
+                temporary.write_text(content, encoding="utf-8")
+        with _ctrl_c_held():
+            for final, temporary in staged.items():
+                os.replace(temporary, final)
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
+    return list(staged)
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    # Only the main thread can swap the SIGINT handler; a handler set outside Python stays.
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    received: list = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -1,10 +1,12 @@
 import gzip
+import hashlib
 
 import numpy as np
 import pytest
 import torch
 
 from mifpe_plugins.data import (
+    CIFAR_MD5,
     TORCHVISION_DATASETS,
     bundled_fashion_mnist_test,
     load_data,
@@ -118,17 +120,28 @@ def _write_cifar(root, name, counts, rng):
         images = rng.integers(0, 256, size=(count, 3, 32, 32), dtype=np.uint8)
         labels = rng.integers(0, 10 if name == "cifar10" else 100, size=count).tolist()
         key = "labels" if name == "cifar10" else "fine_labels"
-        # CIFAR's rows are the R, G and B planes one after another (3072 bytes per image)
+        # CIFAR's rows are the R, G and B planes one after another (3072 bytes per image).
+        # Protocol 4 pickles numpy arrays through the globals the safe reader allows (5 would not).
         with open(folder / file, "wb") as handle:
-            pickle.dump({"data": images.reshape(count, -1), key: labels}, handle)
+            pickle.dump({"data": images.reshape(count, -1), key: labels}, handle, protocol=4)
         written[file] = (images, labels)
     return written
 
 
-def test_cifar10_and_cifar100_from_torchvision_layout(tmp_path):
+def _trust(monkeypatch, root, name):
+    # The synthetic files stand in for the published ones: record their MD5s as the expected ones.
+    folder = root / TORCHVISION_DATASETS[name]
+    digests = {file.name: hashlib.md5(file.read_bytes()).hexdigest() for file in folder.iterdir()}
+    monkeypatch.setitem(CIFAR_MD5, name, digests)
+
+
+def test_cifar10_and_cifar100_from_torchvision_layout(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     batches = {f"data_batch_{i}": 2 for i in range(1, 6)} | {"test_batch": 3}
     written = _write_cifar(tmp_path, "cifar10", batches, rng)
+    with pytest.raises(ValueError, match="test_batch is not the published cifar10 file"):
+        load_torchvision("cifar10", tmp_path, split="test")
+    _trust(monkeypatch, tmp_path, "cifar10")
     x, y = load_torchvision("cifar10", tmp_path, split="test")
     assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32
     np.testing.assert_array_equal((x * 255).round().to(torch.uint8).numpy(), written["test_batch"][0])
@@ -138,7 +151,7 @@ def test_cifar10_and_cifar100_from_torchvision_layout(tmp_path):
     assert y_train[:2].tolist() == written["data_batch_1"][1]
 
     written = _write_cifar(tmp_path, "cifar100", {"train": 2, "test": 4}, rng)
-    x, y = load_data(f"cifar100:{tmp_path}")
+    x, y = load_data(f"cifar100:{tmp_path}", verify=False)
     assert x.shape == (4, 3, 32, 32) and y.tolist() == written["test"][1]
 
 

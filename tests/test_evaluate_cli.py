@@ -47,16 +47,20 @@ def test_evaluate_per_sample_eps_and_bad_input():
 
 
 def test_cli_demo_shows_the_boost(tmp_path, capsys):
-    assert main(["demo", "--n", "120", "--steps", "20", "--out", str(tmp_path), "--quiet"]) == 0
+    argv = ["demo", "--n", "120", "--steps", "20", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| MIFPE loss |" in table
     report = json.loads((tmp_path / "demo.json").read_text())
+    assert report["command"] == "mifpe " + " ".join(argv)  # the command that ran, not sys.argv
+    assert [r["attack"] for r in report["rows"]] == ["FGSM", "PGD-20", "APGD_DLR-20"]
     assert report["share_of_margins_above_lambda"] > 50
     pgd_row = report["rows"][1]
     # on a model whose margins exceed lambda, CE-PGD stalls near clean accuracy and MIFPE does not
     assert pgd_row["original"]["robust_accuracy"] >= report["clean_accuracy"] - 5
     assert pgd_row["mifpe"]["robust_accuracy"] < pgd_row["original"]["robust_accuracy"] - 30
-    assert (tmp_path / "demo.md").read_text().startswith("# mifpe demo")
+    assert (tmp_path / "demo.md").read_text().startswith("# demo\n")
+    assert (tmp_path / "demo.csv").exists()
 
 
 def test_cli_rejects_bad_arguments():

@@ -58,6 +58,23 @@ def test_torchscript_file(tmp_path, inputs):
     torch.testing.assert_close(loaded.model(inputs), original(inputs))
 
 
+def test_damaged_model_files_are_one_clear_error(tmp_path, inputs):
+    traced = tmp_path / "model.ts"
+    torch.jit.trace(zoo.load("standard"), inputs).save(str(traced))
+    (tmp_path / "cut.ts").write_bytes(traced.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"cannot read .*cut.ts: it is empty, truncated, corrupt or in another format; "
+                                         r"expected a TorchScript archive \(torch.jit.save\)$"):
+        load_model(str(tmp_path / "cut.ts"))
+    weights = tmp_path / "weights.pt"
+    torch.save(zoo.SmallCNN().state_dict(), weights)
+    (tmp_path / "cut.pt").write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"cannot read .*cut.pt: .*; expected a state dict saved with torch.save"):
+        load_model(str(tmp_path / "cut.pt"), architecture="smallcnn")
+    torch.save(zoo.SmallCNN(), tmp_path / "module.pt")  # a pickled module, not a state dict
+    with pytest.raises(ValueError, match=r"it pickles a mifpe_plugins.zoo.SmallCNN object, and only tensors are loaded"):
+        load_model(str(tmp_path / "module.pt"), architecture="smallcnn")
+
+
 @pytest.fixture
 def robustbench(monkeypatch):
     """robustbench, importable offline.

@@ -12,6 +12,12 @@ from mifpe_plugins import tables
 from mifpe_plugins.cli import main
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    # default output folders (mifpe-results/) land in the test's folder, not the checkout
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def toy_files(tmp_path):
     """A large-margin linear model (every margin > 2 lambda in fp32) as TorchScript, and its data."""
