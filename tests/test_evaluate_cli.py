@@ -63,8 +63,10 @@ def test_cli_demo_shows_the_boost(tmp_path, capsys):
     assert (tmp_path / "demo.csv").exists()
 
 
-def test_cli_rejects_bad_arguments():
-    with pytest.raises(SystemExit):
+def test_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--n", "0"])
-    with pytest.raises(SystemExit):
-        main(["demo", "--eps", "-1"])
+    assert exit_info.value.code == 2 and "--n: must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--eps=-1"])
+    assert exit_info.value.code == 2 and "--eps: must be a number >= 0" in capsys.readouterr().err

@@ -8,7 +8,6 @@ import pytest
 import torch
 from conftest import large_margin_problem
 
-from mifpe_plugins import tables
 from mifpe_plugins.cli import main
 
 
@@ -92,9 +91,13 @@ def test_table1_and_table3(toy_files, tmp_path, capsys):
         assert r["paper"]["mifpe"] < r["paper"]["ce"]
 
 
-def test_table1_names_paper_rows_for_zoo_models():
-    evaluation_rows = {name: tables.PAPER_TABLE1[name][0] for name in ("large-margin", "trades", "pgd-at", "fast-at")}
-    assert evaluation_rows["large-margin"].startswith("MNIST Neural level sets")
+def test_table1_puts_the_papers_row_beside_a_zoo_model(capsys, tmp_path):
+    _run(capsys, "table1", "--models", "zoo:trades,zoo:standard", "--losses", "ce", "--no-autoattack", "--n", "4",
+         "--steps", "1", "--out", str(tmp_path), "--quiet")
+    rows = {row["model"]: row for row in json.loads((tmp_path / "table1.json").read_text())["rows"]}
+    assert rows["zoo:trades"]["paper"]["row"] == "MNIST TRADES, SmallCNN"
+    assert rows["zoo:trades"]["paper"]["pgd"]["mifpe"] == 93.67
+    assert "paper" not in rows["zoo:standard"]  # no paper row stands in for it
 
 
 def test_zoo_model_on_bundled_data(capsys, tmp_path):
