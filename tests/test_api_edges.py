@@ -127,3 +127,14 @@ def test_perturbation_norm_is_within_eps_up_to_the_rounding_of_the_inputs(dtype)
     # A perturbation beyond eps is reported as such.
     outside = evaluate(model, x, y, attack=lambda m, xb, yb, eps: xb + 2 * eps, eps=eps)
     assert not bool(outside.within_eps.any()) and outside.summary()["all_within_eps"] is False
+
+
+@pytest.mark.parametrize("momentum", [True, "0.5", 0.0, 1.5])
+def test_momentum_and_rho_must_be_numbers_in_the_unit_interval(momentum):
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\] or None"):
+        pgd(model, x, y, eps=0.1, momentum=momentum)
+    with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\], got"):
+        apgd(model, x, y, eps=0.1, momentum=None)
+    with pytest.raises(ValueError, match=r"rho must be in \(0, 1\], got"):
+        apgd(model, x, y, eps=0.1, rho=momentum)

@@ -1,93 +1,62 @@
-"""Make ``torchattacks.MIFPE`` & co. available after ``import mifpe_plugins``, lazily.
+"""``torchattacks.MIFPE`` & co. after ``import mifpe_plugins``, without importing torchattacks.
 
-torchattacks has no plugin mechanism, so the only way for ``torchattacks.MIFPE(model, eps=8/255)``
-to work as written is to add our classes to the torchattacks module. That must not make
-``import mifpe_plugins`` import torchattacks (slow, and an optional extra). :func:`install` therefore
-
-* adds the names right away when torchattacks is already imported, or
-* puts a finder on ``sys.meta_path`` that recognises the first ``import torchattacks``, lets the
-  normal finder and loader do all the work, and adds the names once the module has executed.
-
-Only names torchattacks does not already define are added; nothing of torchattacks is replaced.
-This module imports neither torch nor torchattacks.
+torchattacks has no plugin mechanism, so the adapter's classes are added to its module: right away
+when torchattacks is already imported, else by a ``sys.meta_path`` finder that lets the normal
+finder and loader import torchattacks, then adds them and removes itself. Only names torchattacks
+does not define are added; nothing of torchattacks is replaced. Imports neither torch nor torchattacks.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.machinery
 import sys
 import warnings
-from collections.abc import Sequence
 from types import ModuleType
 
 __all__ = ["install", "HOST"]
 
-#: The host module whose namespace receives the adapter classes.
 HOST = "torchattacks"
 _ADAPTER = "mifpe_plugins.adapters.torchattacks"
 
 
 def _add_names(host: ModuleType) -> list[str]:
-    """Set each of the adapter's public classes on ``host`` unless ``host`` has that name already."""
+    """Set the adapter's public classes on ``host`` where ``host`` lacks the name; return those added.
+
+    Importing the adapter imports torchattacks: if that import is what brought us here, the adapter
+    is still executing (its classes not defined yet) and adds the names itself when complete.
+    """
     adapter = importlib.import_module(_ADAPTER)
-    added = []
-    for name in adapter.__all__:
-        if not hasattr(host, name):
-            setattr(host, name, getattr(adapter, name))
-            added.append(name)
+    names = getattr(adapter, "__all__", ())
+    added = [name for name in names if hasattr(adapter, name) and not hasattr(host, name)]
+    for name in added:
+        setattr(host, name, getattr(adapter, name))
     return added
 
 
-def _adapter_mid_import() -> bool:
-    # When the adapter module itself triggers the first `import torchattacks`, it is still
-    # executing: it registers its names itself once complete (see `register_if_host_loaded`).
-    adapter = sys.modules.get(_ADAPTER)
-    return adapter is not None and not getattr(adapter, "_READY_FOR_REGISTRATION", False)
-
-
-def register_if_host_loaded() -> None:
-    """Called by the adapter module when it has finished executing."""
-    host = sys.modules.get(HOST)
-    if host is not None:
-        _add_names_safely(host)
-
-
 def _add_names_safely(host: ModuleType) -> None:
-    if _adapter_mid_import():
-        return
-    # A failure here must never break the user's `import torchattacks`.
-    try:
+    try:  # a failure here must never break the user's `import torchattacks` or `import mifpe_plugins`
         _add_names(host)
     except Exception as error:  # noqa: BLE001 - any adapter failure becomes a warning
-        warnings.warn(
-            f"mifpe_plugins could not add its attacks to torchattacks ({error!r}); use "
-            f"`from {_ADAPTER} import MIFPE` instead",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"mifpe_plugins could not add its attacks to torchattacks ({error!r}); use "
+                      f"`from {_ADAPTER} import MIFPE` instead", RuntimeWarning, stacklevel=2)
 
 
 class _LoaderThenRegister(importlib.abc.Loader):
-    """Runs the real loader, then registers; the module ends up pointing at the real loader."""
+    """The real loader, then the names; the module ends up pointing at the real loader."""
 
     def __init__(self, loader: importlib.abc.Loader, finder: _HostImportFinder) -> None:
-        self._loader = loader
-        self._finder = finder
+        self._loader, self._finder = loader, finder
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        # Leave no trace of this wrapper on the module (reload, importlib.resources use these).
-        module.__loader__ = self._loader
+        module.__loader__ = self._loader  # no trace of this wrapper (reload, importlib.resources)
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        # Reached only if torchattacks imported without error; after a failed import the finder
-        # stays in place so that a later successful import still registers.
-        self._finder.remove()
+        self._finder.remove()  # only after a successful import: a failed one may be retried
         _add_names_safely(module)
 
     def __getattr__(self, name: str):
@@ -95,31 +64,23 @@ class _LoaderThenRegister(importlib.abc.Loader):
 
 
 class _HostImportFinder(importlib.abc.MetaPathFinder):
-    """Recognises ``import torchattacks`` and wraps the spec the other finders return."""
+    """Recognises ``import torchattacks`` and wraps the loader the other finders return."""
 
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ):
+    def find_spec(self, fullname, path, target=None):
         if fullname != HOST:
             return None
         for finder in list(sys.meta_path):
-            if finder is self or isinstance(finder, _HostImportFinder):
-                continue
             find_spec = getattr(finder, "find_spec", None)
-            if find_spec is None:
+            if isinstance(finder, _HostImportFinder) or find_spec is None:
                 continue
             spec = find_spec(fullname, path, target)
             if spec is not None:
                 break
         else:
             return None  # not installed: Python raises its usual ModuleNotFoundError
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec  # namespace package or legacy loader: leave the import alone
-        spec.loader = _LoaderThenRegister(spec.loader, self)
-        return spec
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _LoaderThenRegister(spec.loader, self)
+        return spec  # a namespace package or legacy loader is left alone
 
     def remove(self) -> None:
         if self in sys.meta_path:
@@ -127,14 +88,9 @@ class _HostImportFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Expose the torchattacks adapter classes as ``torchattacks.<Name>``, now or on first import.
-
-    Idempotent; never imports torchattacks itself.
-    """
-    host = sys.modules.get(HOST)
-    if host is not None:
-        _add_names_safely(host)
-        return
-    if any(isinstance(finder, _HostImportFinder) for finder in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _HostImportFinder())
+    """Expose the torchattacks adapter's classes as ``torchattacks.<Name>``, now or on its first
+    import. Idempotent; never imports torchattacks itself."""
+    if sys.modules.get(HOST) is not None:
+        _add_names_safely(sys.modules[HOST])
+    elif not any(isinstance(finder, _HostImportFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _HostImportFinder())

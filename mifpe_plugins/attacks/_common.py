@@ -74,6 +74,15 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     return value
 
 
+def check_unit_interval(value: float | None, name: str, *, optional: bool = False) -> None:
+    """``value`` is a number in (0, 1] (or ``None`` where ``optional``)."""
+    if value is None and optional:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1]{' or None' if optional else ''}, got {value!r}")
+
+
 def check_bounds(bounds: Bounds) -> tuple[float, float] | None:
     if bounds is None:
         return None

@@ -16,6 +16,7 @@ from ._common import (
     Model,
     check_positive_int,
     check_run_settings,
+    check_unit_interval,
     prepare,
     resolve_generator,
     resolve_norm,
@@ -92,10 +93,8 @@ def apgd(
     """
     norm_name = resolve_norm(norm)
     check_positive_int(steps, "steps")
-    if not 0 < momentum <= 1:
-        raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
-    if not 0 < rho <= 1:
-        raise ValueError(f"rho must be in (0, 1], got {rho!r}")
+    check_unit_interval(momentum, "momentum")
+    check_unit_interval(rho, "rho")
     check_run_settings(
         restarts=restarts, random_start=random_start, targeted=targeted,
         target_classes=target_classes,

@@ -16,6 +16,7 @@ from ._common import (
     check_eps,
     check_positive_int,
     check_run_settings,
+    check_unit_interval,
     prepare,
     resolve_generator,
     resolve_norm,
@@ -120,8 +121,7 @@ def pgd(
     check_positive_int(steps, "steps")
     if schedule not in ("linear", "constant"):
         raise ValueError(f"schedule must be 'linear' or 'constant', got {schedule!r}")
-    if momentum is not None and not 0 < momentum <= 1:
-        raise ValueError(f"momentum must be in (0, 1] or None, got {momentum!r}")
+    check_unit_interval(momentum, "momentum", optional=True)
     check_run_settings(
         restarts=restarts, random_start=random_start, targeted=targeted,
         target_classes=target_classes,
