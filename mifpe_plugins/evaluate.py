@@ -11,9 +11,12 @@ from torch import Tensor
 
 from .attacks import apgd, fgsm, pgd
 from .attacks._common import (
+    check_callable,
     check_eps,
     check_inputs,
+    check_label_range,
     check_labels,
+    check_logits,
     in_training_mode,
     resolve_generator,
     resolve_norm,
@@ -165,6 +168,8 @@ def evaluate(
         raise TypeError(f"attack must be a name or a callable, got {type(attack).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_callable(model, "model")
+    check_callable(progress, "progress", optional=True)
     check_inputs(inputs, None)
     labels = check_labels(labels, inputs)
     total = inputs.shape[0]
@@ -187,13 +192,20 @@ def evaluate(
             kwargs["eps"] = eps[start : start + batch_size] if isinstance(eps, Tensor) and eps.dim() == 1 else eps
         if attack_fn in ATTACKS.values():
             kwargs["generator"] = generator
+        with torch.no_grad():
+            clean_logits = model(x)
+        # Checked here, where labels and targets can be told apart, before any attack work.
+        check_logits(clean_logits, x.shape[0])
+        check_label_range(y, clean_logits.shape[1])
+        if y_attack is not y:
+            check_label_range(y_attack, clean_logits.shape[1], name="targets")
         _synchronize(x.device)
         tic = time.perf_counter()
         x_adv = attack_fn(counter, x, y_attack, **kwargs)
         _synchronize(x.device)
         seconds += time.perf_counter() - tic
         with torch.no_grad():
-            clean_ok = model(x).argmax(dim=1) == y
+            clean_ok = clean_logits.argmax(dim=1) == y
             # A sample counts as robust only if it is correct on both the clean and the attacked
             # input: an attack that moves a misclassified sample onto the right class is no defence.
             clean.append(clean_ok)

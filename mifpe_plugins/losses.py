@@ -68,6 +68,13 @@ BetaRule = Callable[[Tensor, Tensor], Tensor]
 
 
 def _check_logits(logits: Tensor, labels: Tensor, *, min_classes: int = 2, name: str = "loss") -> None:
+    # Types and shapes only: a check of the labels' range would cost a host sync on every call.
+    if not isinstance(logits, Tensor) or not logits.dtype.is_floating_point:
+        kind = logits.dtype if isinstance(logits, Tensor) else type(logits).__name__
+        raise TypeError(f"{name}: logits must be a floating-point torch.Tensor, got {kind}")
+    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype.is_complex:
+        kind = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"{name}: labels must be a torch.Tensor of integer class indices, got {kind}")
     if logits.dim() != 2:
         raise ValueError(f"{name}: logits must have shape (batch, classes), got {tuple(logits.shape)}")
     if logits.shape[1] < min_classes:
@@ -215,11 +222,9 @@ class MifpeRule:
     ``mifpe(T=...)`` and carries its ``temperature``."""
 
     def __init__(self, temperature: float = 1.0) -> None:
-        try:
-            value = float(temperature)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if isinstance(temperature, bool) or not 0 < value < float("inf"):
+        number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        value = float(temperature) if number else float("nan")
+        if not 0 < value < float("inf"):
             raise ValueError(f"mifpe: temperature must be a finite number > 0, got {temperature!r}")
         self.temperature = value
 
@@ -292,6 +297,15 @@ def fnz_loss(n: int) -> Tempered:
 BetaLike = float | Tensor | BetaRule
 
 
+def _check_beta_values(beta: Tensor, name: str) -> None:
+    if beta.dim() > 1 or not beta.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a number or a (batch,) floating tensor, got shape {tuple(beta.shape)}, "
+                         f"dtype {beta.dtype}")
+    if beta.numel() and not bool(((beta > 0) & torch.isfinite(beta)).all()):
+        raise ValueError(f"{name} must be finite and > 0 for every sample, got values in "
+                         f"[{float(beta.min()):g}, {float(beta.max()):g}]")
+
+
 class Tempered:
     """A loss evaluated on temperature-scaled logits: ``loss(beta * z, y)``.
 
@@ -304,7 +318,9 @@ class Tempered:
         if isinstance(beta, (int, float)) and not isinstance(beta, bool):
             if not (beta > 0 and beta < float("inf")):
                 raise ValueError(f"tempered: beta must be a finite number > 0, got {beta!r}")
-        elif not (isinstance(beta, Tensor) or callable(beta)):
+        elif isinstance(beta, Tensor):
+            _check_beta_values(beta.detach(), "tempered: beta")
+        elif not callable(beta):
             raise TypeError(
                 "tempered: beta must be a number, a (batch,) tensor or a rule "
                 f"(logits, labels) -> (batch,) tensor; got {type(beta).__name__}"
@@ -333,10 +349,27 @@ class Tempered:
         beta = self.beta
         if isinstance(beta, Tensor):
             beta = beta.to(device=logits.device, dtype=logits.dtype)
-            return beta.expand(logits.shape[0]) if beta.dim() == 0 else beta
-        if callable(beta):
-            return beta(logits.detach(), labels).to(logits.dtype)
-        return torch.full((logits.shape[0],), float(beta), dtype=logits.dtype, device=logits.device)
+        elif callable(beta):
+            beta = beta(logits.detach(), labels)
+            if not isinstance(beta, Tensor):
+                raise TypeError(f"{self.name}: a beta rule must return a tensor, got {type(beta).__name__}")
+            beta = beta.to(logits.dtype)
+        else:
+            return torch.full((logits.shape[0],), float(beta), dtype=logits.dtype, device=logits.device)
+        if beta.dim() == 0:
+            return beta.expand(logits.shape[0])
+        if beta.shape != logits.shape[:1]:
+            raise ValueError(f"{self.name}: beta must be a number or have shape ({logits.shape[0]},), got {tuple(beta.shape)}")
+        return beta
+
+    def check_betas(self, logits: Tensor, labels: Tensor) -> None:
+        """Raise unless every temperature for these logits is finite and > 0 (one host sync: the
+        attacks call it once, on the clean logits, never per step)."""
+        _check_beta_values(self.betas(logits, labels), f"{self.name}: beta")
+        check = getattr(self.base, "check_betas", None)
+        if check is not None:
+            shifted = logits - logits.amax(dim=1, keepdim=True)
+            check(shifted * self.betas(logits, labels)[:, None], labels)
 
     def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False, **kwargs) -> Tensor:
         _check_logits(logits, labels, name=self.name)

@@ -138,3 +138,46 @@ def test_momentum_and_rho_must_be_numbers_in_the_unit_interval(momentum):
         apgd(model, x, y, eps=0.1, momentum=None)
     with pytest.raises(ValueError, match=r"rho must be in \(0, 1\], got"):
         apgd(model, x, y, eps=0.1, rho=momentum)
+
+
+def test_reliability_probe_findings_are_clear_errors():
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="NaN or inf logits"):
+        pgd(lambda inputs: model(inputs) * float("nan"), x, y, eps=0.1)
+    with pytest.raises(ValueError, match="NaN or inf logits"):
+        evaluate(lambda inputs: model(inputs) * float("inf"), x, y, eps=0.1)
+    with pytest.raises(TypeError, match="callback must be a callable or None, got int"):
+        pgd(model, x, y, eps=0.1, callback=5)
+    with pytest.raises(TypeError, match="progress must be a callable or None, got int"):
+        evaluate(model, x, y, eps=0.1, progress=5)
+    with pytest.raises(TypeError, match="model must be a callable, got str"):
+        pgd("not a model", x, y, eps=0.1)
+    with pytest.raises(TypeError, match="eps must hold real numbers"):
+        pgd(model, x, y, eps=torch.full((4,), 0.1, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="bounds must be"):
+        pgd(model, x, y, eps=0.1, bounds="01")
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 3\]"):
+        evaluate(model, x, y, eps=0.1, targeted=True, targets=y + 5)
+
+
+def test_tempered_checks_per_sample_and_rule_betas():
+    from mifpe_plugins import mifpe_loss, tempered
+
+    z = torch.randn(4, 5)
+    t = torch.arange(4)
+    with pytest.raises(ValueError, match=r"beta must be finite and > 0 for every sample"):
+        tempered("ce", torch.tensor([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"beta must be a number or have shape \(4,\), got \(3,\)"):
+        tempered("ce", torch.ones(3))(z, t)
+    torch.testing.assert_close(tempered("ce", lambda logits, labels: torch.tensor(2.0))(z, t),
+                               tempered("ce", 2.0)(z, t))
+    model, x, y = make_mlp_data(n=4, dtype=torch.float32)
+    negative_rule = tempered("ce", lambda logits, labels: -torch.ones(logits.shape[0]))
+    with pytest.raises(ValueError, match="beta must be finite and > 0"):
+        pgd(model, x, y, eps=0.1, loss=negative_rule)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        mifpe_loss(z, t, temperature="1")
+    with pytest.raises(TypeError, match="logits must be a floating-point torch.Tensor"):
+        mifpe_loss(z.numpy(), t)
+    with pytest.raises(TypeError, match="labels must be a torch.Tensor of integer class indices"):
+        mifpe_loss(z, t.float())

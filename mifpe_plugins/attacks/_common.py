@@ -74,6 +74,12 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     return value
 
 
+def check_callable(value: object, name: str, *, optional: bool = False) -> None:
+    if not (callable(value) or (optional and value is None)):
+        allowed = "a callable" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__}")
+
+
 def check_unit_interval(value: float | None, name: str, *, optional: bool = False) -> None:
     """``value`` is a number in (0, 1] (or ``None`` where ``optional``)."""
     if value is None and optional:
@@ -86,6 +92,8 @@ def check_unit_interval(value: float | None, name: str, *, optional: bool = Fals
 def check_bounds(bounds: Bounds) -> tuple[float, float] | None:
     if bounds is None:
         return None
+    if isinstance(bounds, (str, bytes)):
+        raise ValueError(f"bounds must be (low, high) or None, got {bounds!r}")
     try:
         low, high = (float(b) for b in bounds)
     except (TypeError, ValueError):
@@ -99,6 +107,8 @@ def check_eps(eps: EpsLike, inputs: Tensor, name: str = "eps") -> Tensor:
     """Return a per-sample (B,) tensor in the inputs' dtype and device."""
     batch = inputs.shape[0]
     if isinstance(eps, Tensor):
+        if eps.dtype.is_complex or eps.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {eps.dtype}")
         values = eps.detach()
         if values.dim() == 0:
             values = values.expand(batch)
@@ -164,6 +174,11 @@ def check_logits(logits: Tensor, batch: int) -> None:
         raise ValueError(f"model must return at least 2 logits per sample, got {logits.shape[1]}")
     if not logits.dtype.is_floating_point:
         raise ValueError(f"model must return floating-point logits, got {logits.dtype}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(
+            "model returned NaN or inf logits on the clean inputs: no gradient attack can be trusted "
+            "on them (check the model's dtype range and its inputs' preprocessing)"
+        )
     looks_like_probs = (
         bool((logits >= 0).all())
         and bool((logits <= 1).all())
@@ -312,6 +327,7 @@ def prepare(
             "gradient attacks cannot run under torch.inference_mode(): they need autograd. "
             "Call the attack outside the inference_mode() block"
         )
+    check_callable(model, "model")
     bounds_t = check_bounds(bounds)
     check_inputs(inputs, bounds_t)
     labels = check_labels(labels, inputs)
@@ -346,6 +362,9 @@ def bind_loss(
         with torch.enable_grad():
             loss = bind(model, inputs, labels)
     check_loss_values(loss(clean_logits, labels, targeted=targeted), labels.shape[0])
+    check_betas = getattr(loss, "check_betas", None)
+    if check_betas is not None:
+        check_betas(clean_logits, labels)
     return loss, clean_logits
 
 
@@ -361,9 +380,11 @@ def top_other_classes(logits: Tensor, labels: Tensor, count: int) -> Tensor:
 
 
 def check_run_settings(
-    *, restarts: int, random_start: bool, targeted: bool, target_classes: int | None
+    *, restarts: int, random_start: bool, targeted: bool, target_classes: int | None,
+    callback: Callback | None = None,
 ) -> None:
-    """Checks shared by the iterative attacks' restart and multi-target options."""
+    """Checks shared by the iterative attacks' restart, multi-target and callback options."""
+    check_callable(callback, "callback", optional=True)
     check_positive_int(restarts, "restarts")
     if restarts > 1 and not random_start:
         raise ValueError("restarts > 1 repeats the same run unless random_start=True")

@@ -97,7 +97,7 @@ def apgd(
     check_unit_interval(rho, "rho")
     check_run_settings(
         restarts=restarts, random_start=random_start, targeted=targeted,
-        target_classes=target_classes,
+        target_classes=target_classes, callback=callback,
     )
     batch = prepare(
         model, inputs, labels, eps=eps, bounds=bounds, loss=loss,

@@ -124,7 +124,7 @@ def pgd(
     check_unit_interval(momentum, "momentum", optional=True)
     check_run_settings(
         restarts=restarts, random_start=random_start, targeted=targeted,
-        target_classes=target_classes,
+        target_classes=target_classes, callback=callback,
     )
     batch = prepare(
         model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
