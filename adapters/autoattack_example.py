@@ -17,7 +17,6 @@ from mifpe_plugins.adapters.autoattack import (
     describe_distribution,
     mifpe_autoattack,
     run_standard_evaluation,
-    stock_autoattack,
 )
 
 EPS = 0.09
@@ -59,9 +58,9 @@ def main() -> None:
     print(f"AutoAttack: {describe_distribution()}")
     print(f"clean accuracy: {100 * robust_accuracy(net, images, labels):.1f}%")
 
-    # The host's own AutoAttack, APGD-CE only (one restart, as in its standard version).
-    # verbose=False: no log, whichever distribution is installed.
-    stock = stock_autoattack(net, "Linf", EPS, version="custom", attacks_to_run=["apgd-ce"], verbose=False)
+    # The host's own AutoAttack (loss=None: nothing swapped), APGD-CE only (one restart, as in its
+    # standard version). verbose=False: no log, whichever distribution is installed.
+    stock = mifpe_autoattack(net, "Linf", EPS, loss=None, version="custom", attacks_to_run=["apgd-ce"], verbose=False)
     stock.apgd.n_restarts = 1
     x_adv, _ = run_standard_evaluation(stock, images, labels)  # one call for both distributions
     print(f"robust accuracy, AutoAttack APGD-CE (stock): {100 * robust_accuracy(net, x_adv, labels):.1f}%")

@@ -335,7 +335,7 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError("AutoAttack needs --eps > 0" + (f"; or leave it out with {leave_out}" if leave_out else ""))
         importlib.import_module(".adapters.autoattack", __package__)
     if (command == "pgdpp" and args.clever_samples) or (command == "diagnose" and not args.no_clever):
-        importlib.import_module(".adapters.art", __package__)  # CLEVER runs through ART
+        importlib.import_module(".clever", __package__).require_art()  # CLEVER runs through ART
     if args.out:
         args.new_out = _check_out(args.out)
 

@@ -321,7 +321,7 @@ def pgdpp_comparison(
 def clever(model: nn.Module, x: Tensor, *, samples: int, batches: int, seed: int = 0) -> dict:
     """Mean CLEVER score (ART ``clever_u``, L1, radius 5) of softmax(beta z) with beta = 1, 0.01,
     NJS and HNS: the PGD++ paper's Table 11, through the ART adapter."""
-    from .adapters.art import clever_comparison
+    from .clever import clever_comparison
 
     inputs = x[:samples].float()
     classes = int(_batched_logits(model, inputs[:1]).shape[1])

@@ -183,7 +183,7 @@ class Evaluation:
         # verbose=False keeps both distributions off stdout (upstream prints its log there).
         common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.inputs.device, "seed": self.seed,
                   "verbose": self.show_progress}
-        adversary = aa.stock_autoattack(self.model, **common) if loss == "original" else aa.mifpe_autoattack(self.model, loss=loss, **common)
+        adversary = stock_autoattack(self.model, **common) if loss == "original" else aa.mifpe_autoattack(self.model, loss=loss, **common)
         with torch.no_grad():
             classes = int(self.model(self.inputs[:1]).shape[1])
         for member in ("apgd_targeted", "fab"):
@@ -583,3 +583,22 @@ def _ctrl_c_held() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if received:
         raise KeyboardInterrupt
+
+
+def stock_autoattack(model: Callable[[Tensor], Tensor], norm: str | float = "Linf", eps: float = 8 / 255, **kwargs) -> object:
+    """The host's own, unmodified AutoAttack: the baseline of the MIFPE paper's Table 2.
+
+    Built with exactly the argument handling of ``mifpe_autoattack`` (its ``loss=None``), so that the
+    two differ only in the loss; either distribution's constructor is called in its own spelling.
+
+    Args:
+        model, norm, eps: as in ``mifpe_plugins.adapters.autoattack.mifpe_autoattack``.
+        **kwargs: its keyword arguments but ``loss`` and ``temperature`` (version, device, seed,
+            verbose, log_path, attacks_to_run, distribution, the host's own).
+
+    Run it through ``mifpe_plugins.adapters.autoattack.run_standard_evaluation`` to keep the
+    caller's global RNG.
+    """
+    from .adapters.autoattack import mifpe_autoattack
+
+    return mifpe_autoattack(model, norm, eps, loss=None, **kwargs)

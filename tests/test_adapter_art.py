@@ -27,11 +27,11 @@ from mifpe_plugins.adapters.art import (
     AttackLoss,
     MIFPELoss,
     TemperedLoss,
-    clever_comparison,
     mifpe_classifier,
     njs_loss,
     with_attack_loss,
 )
+from mifpe_plugins.clever import clever_comparison
 
 REPO = Path(__file__).resolve().parents[1]
 LARGE_MARGIN_CLASSES, LARGE_MARGIN_DIM = 5, 20

@@ -24,6 +24,7 @@ from conftest import large_margin_problem, make_mlp_data
 from torch import nn
 
 import mifpe_plugins
+from mifpe_plugins import tables
 from mifpe_plugins.adapters import autoattack as aa
 from mifpe_plugins.tables import Evaluation, table2, to_markdown, write_report
 
@@ -293,7 +294,7 @@ def test_whole_autoattack_equals_stock_bitwise(mlp, loss, attacks, name):
 def test_stock_autoattack_is_the_hosts_own_and_matches_a_stock_run(mlp, distribution):
     model, x, y = mlp
     name = distribution or PICKED
-    ours = aa.stock_autoattack(
+    ours = tables.stock_autoattack(
         model, norm="l2", eps=0.3, version="custom", attacks_to_run=["apgd-ce", "apgd-t"], device="cpu",
         distribution=distribution,
     )
@@ -309,7 +310,7 @@ def test_stock_autoattack_is_the_hosts_own_and_matches_a_stock_run(mlp, distribu
     x_stock, _ = host_run(stock, x, y)
     assert torch.equal(x_ours, x_stock)
     with pytest.raises(ValueError, match="norm"):
-        aa.stock_autoattack(model, norm="l3")
+        tables.stock_autoattack(model, norm="l3")
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_run_standard_evaluation_has_one_spelling_and_one_result(mlp, name, tmp_
 
 def test_norm_and_eps_are_positional_as_in_the_hosts_constructor(mlp):
     model, _, _ = mlp
-    for build in (aa.mifpe_autoattack, aa.stock_autoattack):
+    for build in (aa.mifpe_autoattack, tables.stock_autoattack):
         adversary = build(model, "Linf", 0.1)
         assert adversary.norm == "Linf" and adversary.epsilon == 0.1
         assert adversary.apgd.eps == adversary.apgd_targeted.eps == 0.1
@@ -536,7 +537,7 @@ def test_verbose_false_keeps_stdout_empty_and_still_reports_the_hosts_warnings(m
     # Softmax outputs: the host's check_range_output warns that they look like probabilities.
     probabilities = nn.Sequential(model, nn.Softmax(dim=1)).eval()
     caplog.set_level(logging.DEBUG, logger="auto-attack")
-    for build in (aa.mifpe_autoattack, aa.stock_autoattack):
+    for build in (aa.mifpe_autoattack, tables.stock_autoattack):
         adversary = build(probabilities, "Linf", 0.1, version="custom", attacks_to_run=["apgd-ce"],
                           distribution=name, verbose=verbose)
         aa.run_standard_evaluation(adversary, x, labels)
@@ -647,7 +648,7 @@ def test_zero_gradient_check_inside_autoattack_as_stock(name, attack, reported, 
         (dict(eps=torch.tensor([0.1, 0.2])), ValueError, r"eps must be a finite number > 0"),
         (dict(loss="softmax"), ValueError, r"unknown loss 'softmax'"),
         (dict(loss=3), TypeError, r"loss must be a name"),
-        (dict(loss="ce", temperature=2.0), ValueError, r"temperature applies to loss='mifpe' only"),
+        (dict(loss="ce", temperature=2.0), ValueError, r"temperature is MIFPE's T and applies only to loss='mifpe'"),
         (dict(temperature=0.0), ValueError, r"temperature must be a finite number > 0"),
         (dict(distribution="torchattacks"), ValueError, r"distribution must be None"),
     ],
