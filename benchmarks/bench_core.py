@@ -47,12 +47,10 @@ Results go to ``docs/benchmarks/core.json`` and ``docs/benchmarks/core.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -63,8 +61,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-import mifpe_plugins
 from mifpe_plugins import pgd
+from mifpe_plugins.provenance import cpu_model, provenance
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EPS = 8 / 255
@@ -378,50 +376,22 @@ def bench_model(
 # --------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def package_dirty() -> bool | None:
-    """Whether ``mifpe_plugins/`` has uncommitted changes (the numbers are then not the commit's)."""
-    try:
-        result = subprocess.run(
-            ["git", "status", "--porcelain", "--", "mifpe_plugins"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(result.stdout.strip()) if result.returncode == 0 else None
-
-
 def machine_info() -> dict:
+    """The package's one provenance record, in the keys the benchmark reports use."""
+    record = provenance(" ".join(["python", *sys.argv]))
+    commit = record["commit"]
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
+        "python_version": record["python"],
         "platform": platform.platform(),
-        "mifpe_plugins_version": mifpe_plugins.__version__,
-        "git_commit": git_commit(),
-        "package_has_uncommitted_changes": package_dirty(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mifpe_plugins_version": record["mifpe_plugins"],
+        "git_commit": commit.removesuffix("+dirty") if commit else None,
+        "package_has_uncommitted_changes": commit.endswith("+dirty") if commit else None,
+        "date": record["date"],
+        "libraries": record["libraries"],
     }
 
 

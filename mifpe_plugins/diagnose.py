@@ -22,9 +22,10 @@ from torch import Tensor, nn
 
 from .attacks import fgsm, pgd
 from .losses import get_loss, mifpe, tempered, top_margin
-from .numerics import underflow_threshold
+from .numerics import percent_underflowing, underflow_threshold
+from .papers import PAPER_CLEVER, PAPER_PGDPP
 from .progress import Progress, keep_partial
-from .tables import PAPER_PGDPP, write_files
+from .tables import write_files
 
 __all__ = [
     "DTYPES", "Budget", "clever", "convergence_and_margins", "diagnose", "fnz_pgd", "ft_pgd", "gradient_relative_error",
@@ -34,9 +35,6 @@ __all__ = [
 
 #: The precisions of the audit, by name.
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
-
-#: PGD++ paper, Table 11 (CLEVER, L1, BNN-WQ / BNN-WAQ).
-PAPER_CLEVER = {"original": (0.8585, 0.7239), "heuristic": (0.8845, 3.1578), "njs": (0.4139, 0.3120), "hns": (0.3450, 0.2774)}
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,8 @@ def margin_distribution(model: nn.Module, x: Tensor, y: Tensor) -> dict:
         "n_correct": int(correct.sum()),
         "delta": delta.tolist(),
         "lambda": {name: underflow_threshold(dtype) for name, dtype in DTYPES.items()},
-        "share_above_lambda": {name: _share(delta >= underflow_threshold(dtype)) for name, dtype in DTYPES.items()},
+        "share_above_lambda": {name: percent_underflowing(delta, dtype) if delta.numel() else float("nan")
+                               for name, dtype in DTYPES.items()},
         "median": float(delta.median()) if delta.numel() else float("nan"),
     }
 

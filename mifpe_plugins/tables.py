@@ -12,70 +12,32 @@ import io
 import json
 import logging
 import os
-import platform
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from . import __version__
 from .evaluate import evaluate
 from .losses import top_margin
-from .numerics import underflow_threshold
+from .numerics import percent_underflowing, underflow_threshold
+from .papers import PAPER_PGDPP, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3
 from .progress import Progress, keep_partial
+from .provenance import provenance
 
 __all__ = [
     "Cell", "Evaluation", "PAPER_PGDPP", "PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "TABLE1_LOSSES", "pgdpp_table",
     "table1", "table2", "table3", "write_files", "write_report",
 ]
 
-#: MIFPE paper, Table 2 (CIFAR-10, eps = 0.031, the Neural-level-sets RN-18 model; the caption says
-#: TRADES, the numbers are Table 1's Neural-level-sets row): attack -> (original loss, MIFPE).
-PAPER_TABLE2 = {"FGSM": (79.83, 49.76), "PGD-100": (79.79, 40.06), "APGD_DLR-100": (45.90, 40.49), "AA (4900)": (40.22, 39.89)}
-
-#: MIFPE paper, Table 3 (CIFAR-10, PGD-100; the numbers match Table 1's TRADES WRN-34-10 row):
-#: configuration -> {loss: robust accuracy}.
-PAPER_TABLE3 = {
-    "PGD": {"ce": 55.46, "cw": 54.23, "dlr": 54.39, "mifpe": 53.42},
-    "+ momentum": {"ce": 55.25, "cw": 54.02, "dlr": 54.18, "mifpe": 53.23},
-    "+ step-size schedule": {"ce": 55.21, "cw": 53.94, "dlr": 54.11, "mifpe": 53.22},
-}
-
-#: MIFPE paper, Table 1 rows that our zoo models stand in for (MNIST eps = 0.3 unless noted):
-#: zoo name -> (paper row, clean, {loss: PGD-100}, best known).
-PAPER_TABLE1 = {
-    "large-margin": ("MNIST Neural level sets, SmallCNN", 99.35, {"ce": 99.28, "cw": 94.68, "dlr": 95.09, "mifpe": 94.67}, 90.85),
-    "trades": ("MNIST TRADES, SmallCNN", 99.48, {"ce": 93.69, "cw": 93.88, "dlr": 94.49, "mifpe": 93.67}, 92.71),
-    "pgd-at": ("MNIST Robust optimization (Madry PGD-AT), SmallCNN", 99.35, {"ce": 93.06, "cw": 93.19, "dlr": 93.63, "mifpe": 92.88}, 90.85),
-    "fast-at": ("MNIST Fast adversarial training, SmallCNN", 98.50, {"ce": 86.82, "cw": 86.96, "dlr": 87.42, "mifpe": 86.57}, 82.93),
-    "normalized-logit": ("CIFAR-10 Hypersphere embedding, WRN-34-20 (eps 8/255)", 85.14, {"ce": 61.43, "cw": 55.35, "dlr": 56.21, "mifpe": 53.85}, 53.74),
-}
-
 TABLE1_LOSSES = ("ce", "cw", "dlr", "mifpe")
 
-#: PGD++ paper (Gupta & Ajanthan, AAAI 2022), CIFAR-10 ResNet-18 rows of its Tables 2-4 that our zoo
-#: models stand in for: zoo name -> (paper row, {attack: robust accuracy %}). L-inf eps 8/255, L2 eps
-#: 120/255; "-" where the paper has no number.
-PAPER_PGDPP = {
-    "binarized": ("BNN-WAQ ResNet-18 (Table 3)", {
-        "FGSM": 40.84, "FGSM++ NJS": 19.46, "FGSM++ HNS": 19.09, "PGD": 8.57, "PGD++ NJS": 0.03, "PGD++ HNS": 0.04,
-        "L2 PGD": 25.24, "L2 PGD++ NJS": 2.33, "L2 PGD++ HNS": 2.59}),
-    "standard": ("REF (float) ResNet-18 (Table 3)", {
-        "FGSM": 7.62, "FGSM++ NJS": 5.55, "FGSM++ HNS": 5.35, "PGD": 0.00, "PGD++ NJS": 0.00, "PGD++ HNS": 0.00,
-        "L2 PGD": 1.12, "L2 PGD++ NJS": 0.09, "L2 PGD++ HNS": 0.05}),
-    "pgd-at": ("adversarially trained REF ResNet-18 (Table 4)", {
-        "FGSM": 62.38, "FGSM beta=0.1": 69.52, "FGSM++ NJS": 61.43, "FGSM++ HNS": 61.40, "PGD": 48.73,
-        "PGD beta=0.1": 61.27, "PGD++ NJS": 47.17, "PGD++ HNS": 48.54}),
-}
 _PGDPP_COLUMNS = {
     "FGSM": ("linf", "FGSM CE"), "FGSM beta=0.1": ("linf", "FGSM beta = 0.1"), "FGSM++ NJS": ("linf", "FGSM NJS"),
     "FGSM++ HNS": ("linf", "FGSM HNS"), "PGD": ("linf", "PGD CE"), "PGD beta=0.1": ("linf", "PGD beta = 0.1"),
@@ -158,10 +120,9 @@ class Evaluation:
             logits = torch.cat([self.model(x) for x in self.inputs.split(self.batch_size)])
         correct = logits.argmax(1) == self.labels
         delta = top_margin(logits)[correct]
-        lam = underflow_threshold(self.inputs.dtype)
-        share = 100 * float((delta >= lam).float().mean()) if delta.numel() else 0.0
         median = float(delta.float().median()) if delta.numel() else float("nan")
-        return {"lambda": lam, "share_of_margins_above_lambda": share, "margin_median": median}
+        return {"lambda": underflow_threshold(self.inputs.dtype), "margin_median": median,
+                "share_of_margins_above_lambda": percent_underflowing(delta, self.inputs.dtype)}
 
     def core(self, attack: str, loss: str, desc: str, **kwargs) -> Cell:
         """Robust accuracy under a core attack (``fgsm``, ``pgd``, ``apgd``) with ``loss``."""
@@ -215,15 +176,9 @@ class Evaluation:
 
 
 def _header(evaluation: Evaluation, command: str, extra: dict) -> dict:
-    device = evaluation.inputs.device
     return {
-        "command": command,
-        "mifpe_plugins": __version__,
-        "commit": _git_commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "torch": torch.__version__,
-        "device": str(device),
+        **provenance(command),
+        "device": str(evaluation.inputs.device),
         "dtype": str(evaluation.inputs.dtype).removeprefix("torch."),
         "n": evaluation.n,
         "eps": evaluation.eps,
@@ -232,30 +187,6 @@ def _header(evaluation: Evaluation, command: str, extra: dict) -> dict:
         "batch_size": evaluation.batch_size,
         **extra,
     }
-
-
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.system()}"
 
 
 def _autoattack_provenance() -> dict:
