@@ -252,6 +252,9 @@ def _split_list(text: str, option: str, allowed: Sequence[str] | None = None) ->
         unknown = [item for item in items if item not in allowed]
         if unknown:
             raise ValueError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    repeated = sorted({item for item in items if items.count(item) > 1})
+    if repeated:
+        raise ValueError(f"{option} lists {', '.join(repeated)} more than once")
     return items
 
 
@@ -280,16 +283,19 @@ def _check_out(out: str) -> Path | None:
     Returns the folder if it is new (:func:`main` removes it again if the command fails before
     writing anything there)."""
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {out} is a file; pass --out a folder (it is created if missing)")
-    created = None if folder.exists() else folder
     try:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--out {out} is a file; pass --out a folder (it is created if missing)")
+        created = None if folder.exists() else folder
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".mifpe-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as error:
-        raise ValueError(f"cannot write to --out {out} ({error.strerror or error}); pass --out a folder you can write to") from None
+    except (OSError, ValueError) as error:  # ValueError: a path with a NUL byte
+        if str(error).startswith("--out"):
+            raise
+        reason = getattr(error, "strerror", None) or error
+        raise ValueError(f"cannot write to --out {out} ({reason}); pass --out a folder you can write to") from None
     return created
 
 
@@ -347,11 +353,8 @@ def _default_eps(data: str) -> float:
 def _zoo_or_listed(models: str | None) -> list[str]:
     from . import zoo
 
-    specs = _split_list(models, "--models") if models else [f"zoo:{name}" for name in zoo.available()]
-    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
-    if repeated:
-        raise ValueError(f"--models lists {', '.join(repeated)} more than once")
-    return specs
+    # None: every zoo model; an empty string is a mistake, not "all".
+    return [f"zoo:{name}" for name in zoo.available()] if models is None else _split_list(models, "--models")
 
 
 def _load_data(args: argparse.Namespace):

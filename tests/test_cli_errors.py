@@ -75,6 +75,8 @@ def toy(tmp_path):
     ("a-file", "--out a-file is a file"),
     ("a-file/sub", "cannot write to --out a-file/sub (Not a directory)"),
     ("/proc/mifpe-test", "cannot write to --out /proc/mifpe-test"),
+    ("x" * 300, "(File name too long); pass --out a folder"),
+    ("bad\0name", "(embedded null byte); pass --out a folder"),
 ])
 def test_out_is_created_and_test_written_first(command, where, message, tmp_path, capsys, no_attack):
     (tmp_path / "a-file").write_text("")
@@ -407,3 +409,13 @@ def test_docs_match_the_code():
     demo = (ROOT / "docs" / "results" / "demo" / "demo.md").read_text()
     assert "`mifpe demo --out docs/results/demo`" in demo
     assert json.loads((ROOT / "docs" / "results" / "demo" / "demo.json").read_text())["command"] == "mifpe demo --out docs/results/demo"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["pgdpp", "--models", ""], "--models needs at least one name"),
+    (["table2", "--attacks", "fgsm,fgsm"], "--attacks lists fgsm more than once"),
+    (["table1", "--losses", "ce,ce"], "--losses lists ce more than once"),
+    (["table1", "--models", "zoo:standard,zoo:standard"], "--models lists zoo:standard more than once"),
+])
+def test_empty_and_repeated_lists_are_refused(argv, message, capsys, no_attack):
+    assert message in _error(capsys, [*argv, "--quiet"])
