@@ -41,7 +41,6 @@ from bench_core import (  # noqa: E402
     ResNet18,
     SmallCNN,
     _randomise_batchnorm,
-    git_commit,
     machine_info,
 )
 
@@ -123,10 +122,8 @@ def host_variants(
         if _have("mifpe_plugins.adapters.autoattack"):
             from mifpe_plugins.adapters import autoattack as aa_adapter
 
-            cls = getattr(aa_adapter, "MIFPEAPGDAttack", None)
-            if cls is not None:
-                ours_apgd = cls(model, n_iter=steps, norm="Linf", eps=eps, device="cpu", seed=0)
-                variants["adapter: AutoAttack APGD-MIFPE"] = lambda: run_apgd(ours_apgd)
+            ours_apgd = aa_adapter.mifpe_apgd(model, n_iter=steps, norm="Linf", eps=eps, device="cpu", seed=0)
+            variants["adapter: AutoAttack APGD-MIFPE"] = lambda: run_apgd(ours_apgd)
     return variants
 
 
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join(["python benchmarks/bench_hosts.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": machine_info()["git_commit"],
         "machine": machine_info(),
         "steps": steps,
         "repeats": repeats,

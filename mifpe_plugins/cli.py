@@ -438,11 +438,25 @@ def _table_writer(args: argparse.Namespace, stem: str) -> Callable[[dict], list]
     return write
 
 
+def _one_model(args: argparse.Namespace):
+    """The evaluation of ``--model`` on ``--data``, and the report fields that say what they were."""
+    evaluation, source = _evaluation(args.model, args, _load_data(args))
+    return evaluation, {"model": args.model, "model_source": source, "data": args.data}
+
+
+def _all_models(args: argparse.Namespace):
+    """Every ``--models`` entry's evaluation, each loaded and checked before the first attack."""
+    data = _load_data(args)
+    evaluations, sources = {}, {}
+    for spec in args.models:
+        evaluations[spec], sources[spec] = _evaluation(spec, args, data)
+    return evaluations, {"models": args.models, "model_sources": sources, "data": args.data}
+
+
 def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .tables import table2
 
-    evaluation, source = _evaluation(args.model, args, _load_data(args))
-    extra = {"model": args.model, "model_source": source, "data": args.data}
+    evaluation, extra = _one_model(args)
     return _run_and_write(lambda: table2(evaluation, attacks=args.attacks, command=_command_line(argv), extra=extra),
                           _table_writer(args, f"table2-{_slug(args.model)}"))
 
@@ -450,11 +464,7 @@ def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .tables import table1
 
-    data = _load_data(args)
-    evaluations, sources = {}, {}
-    for spec in args.models:  # every model is loaded and checked before the first attack
-        evaluations[spec], sources[spec] = _evaluation(spec, args, data)
-    extra = {"models": args.models, "model_sources": sources, "data": args.data}
+    evaluations, extra = _all_models(args)
     return _run_and_write(lambda: table1(evaluations, losses=args.losses, autoattack=not args.no_autoattack,
                                          command=_command_line(argv), extra=extra), _table_writer(args, "table1"))
 
@@ -462,8 +472,7 @@ def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .tables import table3
 
-    evaluation, source = _evaluation(args.model, args, _load_data(args))
-    extra = {"model": args.model, "model_source": source, "data": args.data}
+    evaluation, extra = _one_model(args)
     return _run_and_write(lambda: table3(evaluation, losses=args.losses, command=_command_line(argv), extra=extra),
                           _table_writer(args, f"table3-{_slug(args.model)}"))
 
@@ -471,11 +480,7 @@ def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .tables import pgdpp_table
 
-    data = _load_data(args)
-    evaluations, sources = {}, {}
-    for spec in args.models:
-        evaluations[spec], sources[spec] = _evaluation(spec, args, data)
-    extra = {"models": args.models, "model_sources": sources, "data": args.data}
+    evaluations, extra = _all_models(args)
     return _run_and_write(lambda: pgdpp_table(evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples,
                                               clever_batches=args.clever_batches, command=_command_line(argv), extra=extra),
                           _table_writer(args, "pgdpp"))

@@ -470,6 +470,18 @@ def _pyplot():
 _COLOURS = {"float16": "tab:red", "float32": "tab:blue", "float64": "tab:green"}
 
 
+def _labelled(fig, ax, xlabel: str, ylabel: str, *, xscale: str | None = None, yscale: str | None = None):
+    """The figures' common finish: axis labels, log scales where asked, a small legend."""
+    if xscale:
+        ax.set_xscale(xscale)
+    if yscale:
+        ax.set_yscale(yscale)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _fig_margins(plt, margins: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     delta = [d for d in margins["delta"] if d > 0]
@@ -477,14 +489,10 @@ def _fig_margins(plt, margins: dict):
         low, high = math.log10(min(delta)), math.log10(max(max(delta), 800))
         bins = [10 ** (low + (high - low) * k / 40) for k in range(41)]
         ax.hist(delta, bins=bins, color="0.6")
-    ax.set_xscale("log")
     for name, lam in margins["lambda"].items():
         ax.axvline(lam, color=_COLOURS[name], linestyle="--",
                    label=f"λ {name} = {lam:.1f} ({margins['share_above_lambda'][name]:.1f} % above)")
-    ax.set_xlabel("Δ = z_π1 − z_π2 (correctly classified samples)")
-    ax.set_ylabel("samples")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "Δ = z_π1 − z_π2 (correctly classified samples)", "samples", xscale="log")
 
 
 def _fig_relative_error(plt, error: dict):
@@ -493,12 +501,7 @@ def _fig_relative_error(plt, error: dict):
         ax.plot(error["temperatures"], [100 * v for v in values], "o-", color=_COLOURS[name], label=f"model input gradient, {name}")
         ax.plot(error["temperatures"], [100 * v for v in error["k2"][name]], ":", color=_COLOURS[name], label=f"K = 2 softmax factor, {name}")
         ax.axvline(underflow_threshold(DTYPES[name]), color=_COLOURS[name], alpha=0.3)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("T (scaled margin the softmax sees)")
-    ax.set_ylabel("relative error vs float64 (%)")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "T (scaled margin the softmax sees)", "relative error vs float64 (%)", xscale="log", yscale="log")
 
 
 def _fig_ft_pgd(plt, ft: dict):
@@ -506,11 +509,7 @@ def _fig_ft_pgd(plt, ft: dict):
     for name, values in ft["robust_accuracy"].items():
         ax.plot(ft["temperatures"], values, "o-", color=_COLOURS[name], label=f"FT-PGD {name}")
         ax.axhline(ft["ce"][name], color=_COLOURS[name], linestyle=":", label=f"CE-PGD {name}")
-    ax.set_xscale("log")
-    ax.set_xlabel("T")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "T", "robust accuracy (%)", xscale="log")
 
 
 def _fig_fnz_pgd(plt, fnz: dict):
@@ -518,20 +517,14 @@ def _fig_fnz_pgd(plt, fnz: dict):
     ax.plot(fnz["n_logits"], fnz["robust_accuracy"], "o-", color="k", label="FNZ-PGD")
     for (name, value), style in zip(fnz["baselines"].items(), ("--", "-.", ":", (0, (5, 1))), strict=False):
         ax.axhline(value, linestyle=style, color="0.4", label=f"{name.upper()}-PGD")
-    ax.set_xlabel("n (logit elements that survive)")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "n (logit elements that survive)", "robust accuracy (%)")
 
 
 def _fig_convergence(plt, conv: dict):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, values in conv["robust_share"].items():
         ax.plot(conv["iterations"], values, label=name.upper())
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("still robust (%)")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "iteration", "still robust (%)")
 
 
 def _fig_trajectories(plt, conv: dict):

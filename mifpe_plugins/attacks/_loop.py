@@ -8,21 +8,30 @@ written once here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from ..losses import Loss
 from ._common import (
     Batch,
+    Bounds,
     Callback,
+    EpsLike,
     Model,
     Objective,
     Outcome,
     StepInfo,
     attack_objectives,
+    check_positive_int,
+    check_run_settings,
     in_training_mode,
+    prepare,
+    resolve_generator,
+    resolve_norm,
 )
 from ._steps import Ball
 
@@ -56,6 +65,27 @@ class Plan:
     keep_best: bool
     generator: torch.Generator
     callback: Callback | None
+
+
+def attack(
+    model: Model, inputs: Tensor, labels: Tensor, make_stepper: Callable[[Batch], Stepper], *, eps: EpsLike,
+    norm: str | float, steps: int, loss: str | Loss, targeted: bool, target_classes: int | None, restarts: int,
+    random_start: bool, keep_best: bool, bounds: Bounds, generator: torch.Generator | None,
+    callback: Callback | None,
+) -> Tensor:
+    """Check the settings every iterative attack shares, prepare the batch, and run the attack whose
+    update ``make_stepper(batch)`` builds. Returns the adversarial inputs."""
+    norm_name = resolve_norm(norm)
+    check_positive_int(steps, "steps")
+    check_run_settings(restarts=restarts, random_start=random_start, targeted=targeted,
+                       target_classes=target_classes, callback=callback)
+    batch = prepare(model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
+                    targeted=targeted or target_classes is not None)
+    if batch is None:
+        return inputs.detach().clone()
+    plan = Plan(norm_name, steps, restarts, random_start, keep_best,
+                resolve_generator(generator, batch.inputs.device), callback)
+    return run_attack(model, batch, make_stepper(batch), plan, targeted=targeted, target_classes=target_classes)
 
 
 def run_attack(model: Model, batch: Batch, stepper: Stepper, plan: Plan, *, targeted: bool,

@@ -14,14 +14,9 @@ from ._common import (
     Callback,
     EpsLike,
     Model,
-    check_positive_int,
-    check_run_settings,
     check_unit_interval,
-    prepare,
-    resolve_generator,
-    resolve_norm,
 )
-from ._loop import Plan, run_attack
+from ._loop import attack
 from ._steps import Ball
 
 __all__ = ["apgd", "apgd_checkpoints"]
@@ -91,24 +86,13 @@ def apgd(
     Tensor
         Adversarial inputs, same shape, dtype and device as ``inputs``.
     """
-    norm_name = resolve_norm(norm)
-    check_positive_int(steps, "steps")
     check_unit_interval(momentum, "momentum")
     check_unit_interval(rho, "rho")
-    check_run_settings(
-        restarts=restarts, random_start=random_start, targeted=targeted,
-        target_classes=target_classes, callback=callback,
-    )
-    batch = prepare(
-        model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
-        targeted=targeted or target_classes is not None,
-    )
-    if batch is None:
-        return inputs.detach().clone()
-    stepper = _APGDStep(checkpoints=apgd_checkpoints(steps), momentum=momentum, rho=rho)
-    plan = Plan(norm_name, steps, restarts, random_start, True,
-                resolve_generator(generator, batch.inputs.device), callback)
-    return run_attack(model, batch, stepper, plan, targeted=targeted, target_classes=target_classes)
+    return attack(model, inputs, labels,
+                  lambda batch: _APGDStep(checkpoints=apgd_checkpoints(steps), momentum=momentum, rho=rho),
+                  eps=eps, norm=norm, steps=steps, loss=loss, targeted=targeted, target_classes=target_classes,
+                  restarts=restarts, random_start=random_start, keep_best=True, bounds=bounds, generator=generator,
+                  callback=callback)
 
 
 class _APGDStep:

@@ -9,19 +9,15 @@ from torch import Tensor
 
 from ..losses import Loss
 from ._common import (
+    Batch,
     Bounds,
     Callback,
     EpsLike,
     Model,
     check_eps,
-    check_positive_int,
-    check_run_settings,
     check_unit_interval,
-    prepare,
-    resolve_generator,
-    resolve_norm,
 )
-from ._loop import Plan, run_attack
+from ._loop import attack
 from ._steps import Ball
 
 __all__ = ["pgd", "fgsm"]
@@ -117,29 +113,20 @@ def pgd(
         Adversarial inputs, same shape, dtype and device as ``inputs``. For samples never fooled,
         the point of highest loss found.
     """
-    norm_name = resolve_norm(norm)
-    check_positive_int(steps, "steps")
     if schedule not in ("linear", "constant"):
         raise ValueError(f"schedule must be 'linear' or 'constant', got {schedule!r}")
     check_unit_interval(momentum, "momentum", optional=True)
-    check_run_settings(
-        restarts=restarts, random_start=random_start, targeted=targeted,
-        target_classes=target_classes, callback=callback,
-    )
-    batch = prepare(
-        model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
-        targeted=targeted or target_classes is not None,
-    )
-    if batch is None:
-        return inputs.detach().clone()
-    if step_size is None:
-        base_step = 2.0 * batch.eps if schedule == "linear" else 2.5 * batch.eps / steps
-    else:
-        base_step = check_eps(step_size, batch.inputs, name="step_size")
-    stepper = _PGDStep(base_step, steps=steps, schedule=schedule, momentum=momentum)
-    plan = Plan(norm_name, steps, restarts, random_start, keep_best,
-                resolve_generator(generator, batch.inputs.device), callback)
-    return run_attack(model, batch, stepper, plan, targeted=targeted, target_classes=target_classes)
+
+    def make_stepper(batch: Batch) -> _PGDStep:
+        if step_size is None:
+            base_step = 2.0 * batch.eps if schedule == "linear" else 2.5 * batch.eps / steps
+        else:
+            base_step = check_eps(step_size, batch.inputs, name="step_size")
+        return _PGDStep(base_step, steps=steps, schedule=schedule, momentum=momentum)
+
+    return attack(model, inputs, labels, make_stepper, eps=eps, norm=norm, steps=steps, loss=loss, targeted=targeted,
+                  target_classes=target_classes, restarts=restarts, random_start=random_start, keep_best=keep_best,
+                  bounds=bounds, generator=generator, callback=callback)
 
 
 def fgsm(
