@@ -25,7 +25,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -33,6 +35,9 @@ from torch import nn
 from . import __version__
 from .diagnose import Budget
 from .models import ROBUSTBENCH_DATASETS, ROBUSTBENCH_THREAT_MODELS
+
+if TYPE_CHECKING:
+    from .tables import Report
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 _TABLE2_ATTACKS = ("fgsm", "pgd", "apgd", "autoattack")
@@ -54,9 +59,11 @@ def synthetic_clusters(
 
 def large_margin_mlp(
     *, dim: int = 64, classes: int = 10, seed: int = 0, margin: float = 250.0, hinge_epochs: int = 2,
-    hinge_lr: float = 3e-3, log=print
+    hinge_lr: float = 3e-3, log=print, show_progress: bool = False
 ):
     """Train an MLP one epoch with CE, then fine-tune it with a hinge on the logit margin."""
+    from .progress import bar
+
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -68,7 +75,8 @@ def large_margin_mlp(
             if epoch == 1:
                 for group in opt.param_groups:
                     group["lr"] = hinge_lr
-            for index in torch.randperm(len(x)).split(128):
+            batches = torch.randperm(len(x)).split(128)
+            for index in bar(batches, f"demo model, epoch {epoch + 1}/{1 + hinge_epochs}", enabled=show_progress, unit="batch"):
                 xb, yb = x[index], y[index]
                 # Mild FGSM-style noise keeps the boundary from hugging the clusters.
                 xb = (xb + 0.05 * torch.randn_like(xb)).clamp(0, 1)
@@ -407,7 +415,7 @@ def _command_line(argv: Sequence[str]) -> str:
     return " ".join(["mifpe", *argv])
 
 
-def _run_and_write(compute: Callable[[], dict], write: Callable[[dict], list]) -> dict:
+def _run_and_write(compute: Callable[[], Report | dict], write: Callable[[Report | dict], list]) -> Report | dict:
     """Run ``compute()`` and ``write`` its report. If the run is stopped (Ctrl-C or an error) after
     some work finished, that part is written, marked partial, and the exception goes on with the
     written paths as ``saved``."""
@@ -417,16 +425,17 @@ def _run_and_write(compute: Callable[[], dict], write: Callable[[dict], list]) -
         partial = getattr(error, "partial_report", None)
         if partial is not None:
             stopped = "interrupted by Ctrl-C" if isinstance(error, KeyboardInterrupt) else f"stopped by an error: {_one_line(error)}"
-            error.saved = write({**partial, "interrupted": stopped})
+            marked = {**partial, "interrupted": stopped} if isinstance(partial, dict) else replace(partial, interrupted=stopped)
+            error.saved = write(marked)
         raise
     write(report)
     return report
 
 
-def _table_writer(args: argparse.Namespace, stem: str) -> Callable[[dict], list]:
+def _table_writer(args: argparse.Namespace, stem: str) -> Callable[[Report], list]:
     from .tables import to_markdown, write_report
 
-    def write(report: dict) -> list:
+    def write(report: Report) -> list:
         print(to_markdown(report))
         if not args.out:
             return []
@@ -453,7 +462,7 @@ def _all_models(args: argparse.Namespace):
     return evaluations, {"models": args.models, "model_sources": sources, "data": args.data}
 
 
-def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table2
 
     evaluation, extra = _one_model(args)
@@ -461,7 +470,7 @@ def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                           _table_writer(args, f"table2-{_slug(args.model)}"))
 
 
-def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table1
 
     evaluations, extra = _all_models(args)
@@ -469,7 +478,7 @@ def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                                          command=_command_line(argv), extra=extra), _table_writer(args, "table1"))
 
 
-def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table3
 
     evaluation, extra = _one_model(args)
@@ -477,7 +486,7 @@ def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                           _table_writer(args, f"table3-{_slug(args.model)}"))
 
 
-def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import pgdpp_table
 
     evaluations, extra = _all_models(args)
@@ -487,10 +496,8 @@ def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> dict:
 
 
 def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    from dataclasses import replace
-
     from .diagnose import Audit, Budget, diagnose, write_diagnosis
-    from .tables import _header
+    from .provenance import provenance
 
     budget = Budget.quick() if args.quick else Budget()
     if args.steps is not None:
@@ -502,7 +509,8 @@ def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     audit = Audit(eps=args.eps, l2_eps=args.l2_eps, budget=budget, dtypes=args.dtypes, seed=args.seed,
                   clever=not args.no_clever, show_progress=not args.quiet)
     evaluation.steps = budget.steps
-    header = _header(evaluation, _command_line(argv), {"model": args.model, "model_source": source, "data": args.data})
+    header = {**provenance(_command_line(argv)), **evaluation.settings(), "model": args.model, "model_source": source,
+              "data": args.data}
 
     def compute() -> dict:
         tic = time.perf_counter()
@@ -520,11 +528,11 @@ def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return _run_and_write(compute, write)
 
 
-def run_demo(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+def run_demo(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import Evaluation, table2
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    model = large_margin_mlp(seed=args.seed, log=log).to(device=args.torch_device, dtype=args.torch_dtype)
+    model = large_margin_mlp(seed=args.seed, log=log, show_progress=not args.quiet).to(device=args.torch_device, dtype=args.torch_dtype)
     x, y = synthetic_clusters(args.n, seed=args.seed + 2)
     evaluation = Evaluation(model, x.to(device=args.torch_device, dtype=args.torch_dtype), y.to(args.torch_device),
                             eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from .attacks import fgsm, pgd
 from .losses import get_loss, mifpe, tempered, top_margin
 from .numerics import percent_underflowing, underflow_threshold
 from .papers import PAPER_CLEVER, PAPER_PGDPP
-from .progress import Progress, keep_partial
-from .tables import write_files
+from .progress import bar, keep_partial
+from .reports import SCHEMA_VERSION, markdown_table, write_files
 
 __all__ = [
     "DTYPES", "Budget", "clever", "convergence_and_margins", "diagnose", "fnz_pgd", "ft_pgd", "gradient_relative_error",
@@ -200,7 +201,7 @@ def _robust(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, clean: Tensor
 
 def ft_pgd(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, temperatures: Sequence[float],
-    dtypes: Sequence[str] = tuple(DTYPES), seed: int = 0, bar: Progress | None = None,
+    dtypes: Sequence[str] = tuple(DTYPES), seed: int = 0, bar: tqdm | None = None,
 ) -> dict:
     """Robust accuracy of FT-PGD (PGD on ``CE(T z / Delta_detach)``, MIFPE Fig. 4) per T, in each
     precision (Fig. 5), with CE-PGD per precision as the baseline."""
@@ -221,7 +222,7 @@ def ft_pgd(
 
 
 def fnz_pgd(
-    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, seed: int = 0, bar: Progress | None = None,
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, seed: int = 0, bar: tqdm | None = None,
 ) -> dict:
     """Robust accuracy of FNZ-PGD (only the top n logits survive, MIFPE Fig. 6) for n = 1..K-1,
     with CE, C&W and DLR PGD as baselines."""
@@ -250,7 +251,7 @@ def fnz_pgd(
 
 def convergence_and_margins(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int, losses: Sequence[str] = ("ce", "cw", "dlr", "mifpe"),
-    trajectories: int = 8, seed: int = 0, bar: Progress | None = None,
+    trajectories: int = 8, seed: int = 0, bar: tqdm | None = None,
 ) -> dict:
     """Share of still-robust samples after each PGD iteration per loss (MIFPE Fig. 7), and the
     margin Z = z_y - max_{i != y} z_i over the iterations for samples that CE-PGD fails on and
@@ -294,7 +295,7 @@ def convergence_and_margins(
 
 def pgdpp_comparison(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, l2_eps: float, steps: int, seed: int = 0,
-    bar: Progress | None = None, into: dict | None = None,
+    bar: tqdm | None = None, into: dict | None = None,
 ) -> dict:
     """FGSM and PGD with CE against FGSM++ / PGD++ (NJS, HNS) and the beta = 0.1 heuristic, L-inf
     and L2 (the PGD++ paper's Tables 2-5 protocol: plain PGD, constant step eps/4 (L-inf) or eps/8
@@ -309,6 +310,8 @@ def pgdpp_comparison(
             generator = torch.Generator(device=x.device).manual_seed(seed)
             one = fgsm(model, x, y, eps=radius, norm=norm, loss=loss)
             out[norm][f"FGSM {label}"] = _robust(model, x, y, one, clean)
+            if bar is not None:
+                bar.update()
             many = pgd(model, x, y, eps=radius, norm=norm, loss=loss, steps=steps, step_size=step, schedule="constant",
                        momentum=None, keep_best=False, generator=generator)
             out[norm][f"PGD {label}"] = _robust(model, x, y, many, clean)
@@ -429,24 +432,31 @@ def diagnose(model: nn.Module, x: Tensor, y: Tensor, audit: Audit, *, header: di
     budget = audit.budget
     classes = int(logits.shape[1])
     dtype_name = str(x.dtype).removeprefix("torch.")
-    count = len(budget.temperatures) * len(audit.dtypes) + len(audit.dtypes) + classes + 3 + 4 + 4
+    # Attack runs, the bar's unit: FT-PGD (temperatures and CE per precision), FNZ-PGD (n = 1..K-1 and
+    # 4 baselines, DLR only for K >= 3), convergence (4 losses), PGD++ (FGSM and PGD x 4 losses x 2 norms).
+    attacks = (len(budget.temperatures) + 1) * len(audit.dtypes) + classes - 1 + (4 if classes >= 3 else 3) + 4 + 16
     report: dict = {**(header or {}), "eps": audit.eps, "steps": budget.steps, "n": int(y.numel()), "dtype": dtype_name,
                     "classes": classes}
-    with keep_partial(report, lambda: "margins" in report), Progress(count, "diagnose", enabled=audit.show_progress) as bar:
-        report["margins"] = margin_distribution(model, x, y)
-        report["zero_gradient"] = zero_gradient_ratio(model, x, y, audit.dtypes)
-        report["gradient_error"] = gradient_relative_error(
-            model, x, y, budget.error_temperatures, [d for d in audit.dtypes if d != "float64"]
-        )
-        report["ft_pgd"] = ft_pgd(model, x, y, eps=audit.eps, steps=budget.steps, temperatures=budget.temperatures,
-                                  dtypes=audit.dtypes, seed=audit.seed, bar=bar)
-        report["fnz_pgd"] = fnz_pgd(model, x, y, eps=audit.eps, steps=budget.steps, seed=audit.seed, bar=bar)
-        report["convergence"] = convergence_and_margins(model, x, y, eps=audit.eps, steps=budget.steps,
-                                                        trajectories=budget.trajectories, seed=audit.seed, bar=bar)
-        report["pgdpp"] = pgdpp_comparison(model, x, y, eps=audit.eps, l2_eps=audit.l2_eps, steps=budget.pgdpp_steps,
-                                           seed=audit.seed, bar=bar)
-        if audit.clever:
-            report["clever"] = clever(model, x, samples=budget.clever_samples, batches=budget.clever_batches, seed=audit.seed)
+    with keep_partial(report, lambda: "margins" in report), \
+            bar(total=attacks, desc="diagnose", enabled=audit.show_progress, unit="attack") as progress:
+        analyses = {
+            "margins": lambda: margin_distribution(model, x, y),
+            "zero_gradient": lambda: zero_gradient_ratio(model, x, y, audit.dtypes),
+            "gradient_error": lambda: gradient_relative_error(model, x, y, budget.error_temperatures,
+                                                              [d for d in audit.dtypes if d != "float64"]),
+            "ft_pgd": lambda: ft_pgd(model, x, y, eps=audit.eps, steps=budget.steps, temperatures=budget.temperatures,
+                                     dtypes=audit.dtypes, seed=audit.seed, bar=progress),
+            "fnz_pgd": lambda: fnz_pgd(model, x, y, eps=audit.eps, steps=budget.steps, seed=audit.seed, bar=progress),
+            "convergence": lambda: convergence_and_margins(model, x, y, eps=audit.eps, steps=budget.steps,
+                                                           trajectories=budget.trajectories, seed=audit.seed, bar=progress),
+            "pgdpp": lambda: pgdpp_comparison(model, x, y, eps=audit.eps, l2_eps=audit.l2_eps, steps=budget.pgdpp_steps,
+                                              seed=audit.seed, bar=progress),
+            "clever": lambda: clever(model, x, samples=budget.clever_samples, batches=budget.clever_batches, seed=audit.seed),
+        }
+        for key, run in analyses.items():
+            if key != "clever" or audit.clever:
+                progress.set_description(f"diagnose: {key}")
+                report[key] = run()
     report["verdict"] = verdict(report)
     return report
 
@@ -594,57 +604,52 @@ def _markdown(report: dict, figures: dict[str, str]) -> str:
     if "command" in report:
         lines += ["", f"`{report['command']}` — {report.get('machine', '')}, {report.get('date', '')}, commit {report.get('commit')}."]
     if "margins" in report:
-        m = report["margins"]
-        lines += ["", "## Margins and underflow (Fig. 2)", "", "| precision | λ | Δ ≥ λ (% of correct) | exactly zero CE gradient (%) |", "|---|---|---|---|"]
-        for name, lam in m["lambda"].items():
-            zero = report.get("zero_gradient", {}).get(name, {}).get("zero_ratio")
-            lines.append(f"| {name} | {lam:.2f} | {m['share_above_lambda'][name]:.1f} | {'–' if zero is None else f'{zero:.1f}'} |")
+        m, zero = report["margins"], report.get("zero_gradient", {})
+        lines += ["", "## Margins and underflow (Fig. 2)", "", *markdown_table(
+            ["precision", "λ", "Δ ≥ λ (% of correct)", "exactly zero CE gradient (%)"],
+            [[name, f"{lam:.2f}", m["share_above_lambda"][name], zero.get(name, {}).get("zero_ratio")]
+             for name, lam in m["lambda"].items()], digits=1)]
     if "ft_pgd" in report:
         ft = report["ft_pgd"]
-        lines += ["", "## FT-PGD: robust accuracy vs T (Fig. 4, 5)", "", "| precision | " + " | ".join(f"T={t:g}" for t in ft["temperatures"]) + " | CE |",
-                  "|---|" + "---|" * (len(ft["temperatures"]) + 1)]
-        for name, values in ft["robust_accuracy"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {ft['ce'][name]:.1f} |")
+        lines += ["", "## FT-PGD: robust accuracy vs T (Fig. 4, 5)", "", *markdown_table(
+            ["precision", *(f"T={t:g}" for t in ft["temperatures"]), "CE"],
+            [[name, *values, ft["ce"][name]] for name, values in ft["robust_accuracy"].items()], digits=1)]
     if "fnz_pgd" in report:
         fnz = report["fnz_pgd"]
-        lines += ["", "## FNZ-PGD: robust accuracy vs n (Fig. 6)", "", "| " + " | ".join(f"n={n}" for n in fnz["n_logits"]) + " | "
-                  + " | ".join(k.upper() for k in fnz["baselines"]) + " |", "|" + "---|" * (len(fnz["n_logits"]) + len(fnz["baselines"]))]
-        lines.append("| " + " | ".join(f"{v:.1f}" for v in fnz["robust_accuracy"]) + " | " + " | ".join(f"{v:.1f}" for v in fnz["baselines"].values()) + " |")
+        lines += ["", "## FNZ-PGD: robust accuracy vs n (Fig. 6)", "", *markdown_table(
+            [*(f"n={n}" for n in fnz["n_logits"]), *(k.upper() for k in fnz["baselines"])],
+            [[*fnz["robust_accuracy"], *fnz["baselines"].values()]], digits=1)]
     if "convergence" in report:
         conv = report["convergence"]
-        lines += ["", "## Convergence (Fig. 7) and margins (Fig. 8)", "",
-                  "| loss | after 1 | after 10 % | after 50 % | final |", "|---|---|---|---|---|"]
         steps = len(conv["iterations"])
-        for name, values in conv["robust_share"].items():
-            picks = [values[0], values[max(steps // 10 - 1, 0)], values[max(steps // 2 - 1, 0)], values[-1]]
-            lines.append(f"| {name.upper()} | " + " | ".join(f"{v:.1f}" for v in picks) + " |")
+        picks = (0, max(steps // 10 - 1, 0), max(steps // 2 - 1, 0), -1)
+        lines += ["", "## Convergence (Fig. 7) and margins (Fig. 8)", "", *markdown_table(
+            ["loss", "after 1", "after 10 %", "after 50 %", "final"],
+            [[name.upper(), *(values[i] for i in picks)] for name, values in conv["robust_share"].items()], digits=1)]
         if "n_ce_fails_mifpe_fools" in conv:
             lines += ["", f"{conv['n_ce_fails_mifpe_fools']} samples survive CE-PGD but not MIFPE-PGD"
                       + (f"; CE leaves their margin Z at a median of {conv['ce_final_margin_median']:.3g}." if "ce_final_margin_median" in conv else ".")]
     if "pgdpp" in report:
         pp = report["pgdpp"]
-        lines += ["", f"## PGD++ (PGD++ paper, Tables 2-5; {pp['steps']} iterations)", "", "| attack | L∞ | L2 |", "|---|---|---|"]
-        for label in pp["linf"]:
-            lines.append(f"| {label} | {pp['linf'][label]:.1f} | {pp['l2'][label]:.1f} |")
+        lines += ["", f"## PGD++ (PGD++ paper, Tables 2-5; {pp['steps']} iterations)", "",
+                  *markdown_table(["attack", "L∞", "L2"], [[label, pp["linf"][label], pp["l2"][label]] for label in pp["linf"]], digits=1)]
         paper_row, paper = PAPER_PGDPP["binarized"]
         lines += ["", f"PGD++ paper for comparison (CIFAR-10 {paper_row}, L∞ 8/255): PGD {paper['PGD']:.2f}, PGD++ NJS "
                   f"{paper['PGD++ NJS']:.2f}, HNS {paper['PGD++ HNS']:.2f}."]
     if "clever" in report:
         c = report["clever"]
         lines += ["", f"## CLEVER (PGD++ paper, Table 11; {c['samples']} samples, {c['nb_batches']} batches of 10, L1, radius 5)", "",
-                  "| β rule | ours | paper BNN-WQ | paper BNN-WAQ |", "|---|---|---|---|"]
-        for rule, value in c["means"].items():
-            wq, waq = PAPER_CLEVER[rule]
-            lines.append(f"| {rule} | {value:.4f} | {wq:.4f} | {waq:.4f} |")
+                  *markdown_table(["β rule", "ours", "paper BNN-WQ", "paper BNN-WAQ"],
+                                  [[rule, value, *PAPER_CLEVER[rule]] for rule, value in c["means"].items()], digits=4)]
     lines += ["", "## Figures", ""] + [f"![{title}]({name})" for name, title in figures.items()]
     return "\n".join(lines) + "\n"
 
 
 def write_diagnosis(report: dict, out_dir: str | Path) -> list[Path]:
     """Write ``report.md``, ``report.json`` and one PNG per analysis into ``out_dir``, atomically
-    as one set (:func:`mifpe_plugins.tables.write_files`); a partial report (``interrupted``) gets
-    the sections and figures of the analyses that finished."""
+    as one set (:func:`mifpe_plugins.reports.write_files`); a partial report (``interrupted``) gets
+    the sections and figures of the analyses that finished. The JSON starts with ``schema_version``."""
     figures = _figures(report)
     files = {"report.md": _markdown(report, {name: title for name, (title, _) in figures.items()}),
-             "report.json": json.dumps(report, indent=1) + "\n", **{name: png for name, (_, png) in figures.items()}}
+             "report.json": json.dumps({"schema_version": SCHEMA_VERSION, **report}, indent=1) + "\n", **{name: png for name, (_, png) in figures.items()}}
     return write_files(out_dir, files)

@@ -148,7 +148,7 @@ def evaluate(
     generator : torch.Generator, optional
         Shared by all batches so each gets fresh random starts; seeded with 0 when omitted.
     progress : callable, optional
-        Called with the number of samples of each finished batch (e.g. ``Progress.update``).
+        Called with the number of samples of each finished batch (e.g. a tqdm bar's ``update``).
     **attack_kwargs
         Passed to the attack (``eps``, ``loss``, ``steps``, ``targeted``, ...). A per-sample
         ``eps`` of shape (N,) is sliced per batch.

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .data import bundled_fashion_mnist_test, load_fashion_mnist
 from .losses import logit_margin, top_margin
 from .numerics import percent_underflowing
-from .progress import progress
+from .progress import bar
 
 __all__ = [
     "ARCHITECTURES", "BinarySmallCNN", "CosineSmallCNN", "RECIPES", "Recipe", "SmallCNN", "available", "binarize",
@@ -448,7 +448,7 @@ def train(
                 model.train()
                 order = torch.randperm(len(x_train))
                 batches = order.split(recipe.batch_size)
-                for index in progress(batches, desc=f"{name} stage {stage + 1} epoch {epoch + 1}/{epochs}", enabled=show_progress):
+                for index in bar(batches, f"{name} stage {stage + 1} epoch {epoch + 1}/{epochs}", enabled=show_progress, unit="batch"):
                     loss = objective(model, x_train[index], y_train[index], generator)
                     optimizer.zero_grad()
                     loss.backward()

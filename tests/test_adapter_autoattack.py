@@ -564,21 +564,22 @@ def test_table2_quiet_prints_nothing_and_records_the_distribution(monkeypatch, c
     # eps = 0.5 reaches another class for every sample: APGD-CE fools them all and the slow
     # FAB-T and Square have nothing left to do.
     evaluation = Evaluation(model, x, labels, eps=0.5, steps=10, batch_size=8, show_progress=False)
-    report = table2(evaluation, attacks=("autoattack",), command="mifpe table2 --quiet")
+    result = table2(evaluation, attacks=("autoattack",), command="mifpe table2 --quiet")
+    report = result.to_json()
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     assert report["autoattack_distribution"] == aa.describe_distribution(name)
     assert report["autoattack_distribution"].startswith(name)
     assert report["rows"][0]["original"]["robust_accuracy"] == 0.0
-    assert f"AutoAttack: {aa.describe_distribution(name)}, " in to_markdown(report)
-    written = write_report(report, tmp_path, stem="t2")
+    assert f"AutoAttack: {aa.describe_distribution(name)}, " in to_markdown(result)
+    written = write_report(result, tmp_path, stem="t2")
     assert json.loads(written[1].read_text())["autoattack_distribution"] == aa.describe_distribution(name)
 
 
 def test_tables_without_autoattack_record_no_distribution(mlp):
     model, x, labels = mlp
     evaluation = Evaluation(model, x, labels, eps=0.1, steps=2, show_progress=False)
-    assert "autoattack_distribution" not in table2(evaluation, attacks=("fgsm",))
+    assert "autoattack_distribution" not in table2(evaluation, attacks=("fgsm",)).to_json()
 
 
 # --------------------------------------------------------------------------------------------

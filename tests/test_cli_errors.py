@@ -1,6 +1,7 @@
 """The `mifpe` command checks what it can before the first attack, reports every problem in one
 line after the subcommand's usage (exit status 2), and keeps finished work on Ctrl-C (status 130)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -231,7 +232,10 @@ def test_ctrl_c_after_a_column_writes_it_marked_partial(toy, tmp_path, capsys, m
     assert [r["attack"] for r in report["rows"]] == ["FGSM"] and "boost" in report["rows"][0]
     markdown = (out / "table2-toy.md").read_text()
     assert markdown.startswith("# table2-toy (partial)\n\n**Partial result: interrupted by Ctrl-C.**")
-    assert (out / "table2-toy.csv").read_text().startswith("row (partial: interrupted),FGSM\n")
+    with open(out / "table2-toy.csv") as handle:
+        lines = list(csv.DictReader(handle))
+    assert [(r["attack"], r["loss"], r["interrupted"]) for r in lines] == [
+        ("FGSM", "ce", "interrupted by Ctrl-C"), ("FGSM", "mifpe", "interrupted by Ctrl-C")]
     assert "| MIFPE loss |" in captured.out  # the finished part is printed too
     assert sorted(p.name for p in out.iterdir()) == ["table2-toy.csv", "table2-toy.json", "table2-toy.md"]
 
@@ -244,6 +248,9 @@ def test_ctrl_c_inside_a_column_keeps_its_finished_half(toy, tmp_path, capsys, m
     rows = json.loads((tmp_path / "table2-toy.json").read_text())["rows"]
     assert "original" in rows[0] and "mifpe" not in rows[0]
     assert "| MIFPE loss | – |" in (tmp_path / "table2-toy.md").read_text()
+    with open(tmp_path / "table2-toy.csv") as handle:  # the cell not computed is empty in the tidy CSV
+        lines = list(csv.DictReader(handle))
+    assert [r["loss"] for r in lines] == ["ce", "mifpe"] and lines[0]["robust_accuracy"] and lines[1]["robust_accuracy"] == ""
 
 
 def test_ctrl_c_before_anything_finished_writes_nothing(toy, tmp_path, capsys, monkeypatch):

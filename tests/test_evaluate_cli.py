@@ -70,3 +70,15 @@ def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--eps=-1"])
     assert exit_info.value.code == 2 and "--eps: must be a number >= 0" in capsys.readouterr().err
+
+
+def test_python_dash_m_is_the_mifpe_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mifpe_plugins", "table2", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "usage: mifpe table2" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "mifpe_plugins", "table2", "--n", "0"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and "--n: must be an integer >= 1" in bad.stderr

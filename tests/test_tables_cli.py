@@ -62,9 +62,12 @@ def test_table2_structure_and_boost_sign(toy_files, tmp_path, capsys):
     assert "| MIFPE loss |" in markdown and "| MIFPE loss |" in printed
     assert "The paper's Table 2" in markdown and report["command"].startswith("mifpe table2")
     with open(out / "table2-toy.csv") as handle:
-        lines = list(csv.reader(handle))
-    assert lines[0] == ["row", "FGSM", "PGD-10", "APGD_DLR-10", "AutoAttack"]
-    assert lines[2][2] == f"{rows['PGD-10']['mifpe']['robust_accuracy']:.2f}"
+        lines = list(csv.DictReader(handle))
+    assert [(line["attack"], line["loss"]) for line in lines] == [
+        ("FGSM", "ce"), ("FGSM", "mifpe"), ("PGD-10", "ce"), ("PGD-10", "mifpe"), ("APGD_DLR-10", "dlr"),
+        ("APGD_DLR-10", "mifpe"), ("AutoAttack", "standard"), ("AutoAttack", "mifpe")]
+    assert float(lines[3]["robust_accuracy"]) == pytest.approx(rows["PGD-10"]["mifpe"]["robust_accuracy"], abs=1e-4)
+    assert float(lines[3]["paper_robust_accuracy"]) == 40.06 and lines[3]["interrupted"] == ""
 
 
 def test_table1_and_table3(toy_files, tmp_path, capsys):
@@ -168,4 +171,42 @@ def test_pgdpp_table(toy_files, tmp_path, capsys):
     assert row["results"]["PGD++ HNS"] < row["results"]["PGD"] - 40
     assert set(row["clever"]) == {"original", "heuristic", "njs", "hns"}
     with open(out / "pgdpp.csv") as handle:
-        assert next(csv.reader(handle))[:4] == ["model", "clean", "FGSM", "FGSM beta=0.1"]
+        lines = list(csv.DictReader(handle))
+    assert [(line["attack"], line["loss"]) for line in lines[:2]] == [("FGSM", "ce"), ("FGSM", "beta = 0.1")]
+    assert len(lines) == len(report["columns"])  # one model: one line per column of the Markdown table
+    njs = next(line for line in lines if (line["attack"], line["loss"]) == ("L2 PGD", "njs"))
+    assert float(njs["robust_accuracy"]) == pytest.approx(row["results"]["L2 PGD++ NJS"], abs=1e-4)
+
+
+_NUMERIC = ("robust_accuracy", "clean_accuracy", "paper_robust_accuracy", "n", "seconds", "gradient_evaluations")
+
+
+def test_csv_is_tidy_numbers_and_json_has_a_schema_version(toy_files, tmp_path, capsys):
+    model_path, data_path = toy_files
+    copy = tmp_path / "copy.ts"
+    copy.write_bytes(model_path.read_bytes())
+    out = tmp_path / "out"
+    _run(capsys, "table1", "--models", f"{model_path},{copy}", "--losses", "ce,mifpe", "--no-autoattack", "--data",
+         str(data_path), "--eps", "0.3", "--steps", "3", "--out", str(out), "--quiet")
+    report = json.loads((out / "table1.json").read_text())
+    assert report["schema_version"] == 1
+    with open(out / "table1.csv") as handle:
+        reader = csv.DictReader(handle)
+        lines = list(reader)
+    assert reader.fieldnames == ["model", "attack", "loss", *_NUMERIC[:3], "n", "seconds", "gradient_evaluations", "interrupted"]
+    # one line per model x attack x loss: PGD per loss, then the per-sample worst case over them
+    assert [(line["model"], line["attack"], line["loss"]) for line in lines] == [
+        (str(m), a, loss) for m in (model_path, copy) for a, loss in (("PGD-3", "ce"), ("PGD-3", "mifpe"), ("worst case", ""))]
+    for line in lines:
+        for column in _NUMERIC:  # numbers, or empty where there is none (no paper row for these models)
+            assert line[column] == "" or isinstance(float(line[column]), float), (column, line[column])
+        assert line["paper_robust_accuracy"] == "" and int(line["n"]) == 12
+    by_key = {(line["model"], line["attack"], line["loss"]): line for line in lines}
+    for row in report["rows"]:
+        assert float(by_key[(row["model"], "PGD-3", "ce")]["robust_accuracy"]) == pytest.approx(
+            row["pgd"]["ce"]["robust_accuracy"], abs=1e-4)
+        assert float(by_key[(row["model"], "worst case", "")]["robust_accuracy"]) == pytest.approx(row["worst_case"], abs=1e-4)
+        assert float(by_key[(row["model"], "PGD-3", "mifpe")]["clean_accuracy"]) == pytest.approx(row["clean_accuracy"], abs=1e-4)
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(out / "table1.csv")
+    assert all(frame[column].dtype.kind in "fi" for column in _NUMERIC)
