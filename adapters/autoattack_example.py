@@ -1,6 +1,6 @@
 """MIFPE inside AutoAttack: a toy model on which AutoAttack's own APGD-CE sees no gradient.
 
-Run: python adapters/autoattack_example.py   (needs: pip install mifpe-plugins[autoattack], or
+Run: python adapters/autoattack_example.py   (needs: pip install -e ".[autoattack]", or
 upstream AutoAttack from git, which is used when both are installed)
 
 The model is linear with logit margins above float32's softmax underflow margin (~103), so the

@@ -1,6 +1,6 @@
 """MIFPE and PGD++ inside Foolbox: a toy model on which Foolbox's own LinfPGD sees no gradient.
 
-Run: python adapters/foolbox_example.py   (needs: pip install mifpe-plugins[foolbox])
+Run: python adapters/foolbox_example.py   (needs: pip install -e ".[foolbox]")
 
 The model is linear with logit margins above float32's softmax underflow margin (~103), so the
 cross-entropy gradient is exactly zero and stock PGD cannot move; the same Foolbox attack with the

@@ -5,7 +5,7 @@ softmax underflow margin) makes cross-entropy's input gradient exactly zero, so 
 PGD cannot move. The same model, inputs and budget through ``torchattacks.MIFPE`` (added to
 torchattacks by ``import mifpe_plugins``) find adversarial examples. Runs in a few seconds on a CPU.
 
-    pip install mifpe-plugins[torchattacks]
+    pip install -e ".[torchattacks]"
     python adapters/torchattacks_example.py
 """
 

@@ -1,6 +1,6 @@
 """CLEVER scores of the original and the temperature-scaled networks (PGD++ paper, Table 11, App. C.3).
 
-An analysis that uses ART's ``clever_u`` (``pip install mifpe-plugins[art]``, imported when the
+An analysis that uses ART's ``clever_u`` (the ``art`` extra, imported when the
 comparison runs), next to the other audits (:mod:`mifpe_plugins.diagnose`). It depends on the core
 only: the temperature rules of :mod:`mifpe_plugins.temperature` and the core's input and logits checks.
 

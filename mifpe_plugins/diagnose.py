@@ -470,7 +470,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError('the figures of `mifpe diagnose` need matplotlib: pip install "mifpe-plugins[diagnose]"') from None
+        raise ImportError("the figures of `mifpe diagnose` need matplotlib: pip install matplotlib (in a checkout of "
+                          "mifpe_plugins: pip install -e \".[diagnose]\")") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

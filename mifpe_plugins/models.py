@@ -83,7 +83,7 @@ def _load_robustbench(
     except Exception as error:  # noqa: BLE001 - robustbench fails with ImportError or its deps' errors
         raise ImportError(
             f"`robustbench:` models need the robustbench package, which failed to import ({type(error).__name__}: "
-            f"{error}). Install it with `pip install \"mifpe-plugins[robustbench]\"`; PyPI's robustbench also "
+            f"{error}). Install it with `pip install -e \".[robustbench]\"` in a checkout of mifpe_plugins; PyPI's robustbench also "
             "imports upstream AutoAttack (`pip install git+https://github.com/fra31/auto-attack`)"
         ) from None
     from robustbench.model_zoo import model_dicts
