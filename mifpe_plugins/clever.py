@@ -14,11 +14,9 @@ CLEVER : T.-W. Weng et al., "Evaluating the Robustness of Neural Networks: An Ex
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .attacks._common import check_inputs, check_logits, check_positive_int
+from .attacks._common import (
+    check_inputs,
+    check_logits,
+    check_positive_int,
+    looks_like_probabilities,
+    model_state_kept,
+    other_float_dtypes,
+)
 from .temperature import hns_beta, njs_beta, njs_beta1
 
 __all__ = ["CleverComparison", "clever_comparison", "require_art"]
@@ -85,25 +90,6 @@ class CleverComparison:
         return {name: float(np.mean(values)) for name, values in self.scores.items()}
 
 
-@contextlib.contextmanager
-def _model_state_kept(model: nn.Module) -> Iterator[None]:
-    """Put back every module's ``.training`` and every parameter's ``.grad`` on exit.
-
-    ART's ``PyTorchClassifier`` switches the model's mode in each call and its ``class_gradient``
-    back-propagates into the parameters; its ``zero_grad()`` sets ``.grad`` to None (torch >= 2.0)
-    rather than zeroing in place, so keeping references to the caller's tensors is enough.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    grads = [(param, param.grad) for param in model.parameters()]
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        for param, grad in grads:
-            param.grad = grad
-
-
 def _positive_number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -131,17 +117,14 @@ def _float32_samples(x: Any, model: nn.Module, input_shape: Any) -> Tensor:
 
 
 def _check_logits(logits: Tensor, classes: int) -> None:
-    """(N, nb_classes) logits; the core's probability warning is an error here."""
+    """(N, nb_classes) logits; what the core warns about (probabilities) is an error here."""
     if logits.dim() != 2 or logits.shape[1] != classes:
         raise ValueError(
             f"model must return logits of shape (N, nb_classes={classes}), got {tuple(logits.shape)}"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        try:
-            check_logits(logits, logits.shape[0])
-        except UserWarning:
-            raise ValueError(f"model returns probabilities; {_PROBABILITY_HELP}") from None
+    if looks_like_probabilities(logits):
+        raise ValueError(f"model returns probabilities; {_PROBABILITY_HELP}")
+    check_logits(logits, logits.shape[0])
 
 
 def clever_comparison(
@@ -184,8 +167,8 @@ def clever_comparison(
     ``(seed, i)`` before sample ``i`` under every rule, so all rules see the same random points
     (a paired comparison) and a sample's scores do not depend on the other samples; the caller's
     numpy and torch RNG states are restored afterwards, as are the model's ``.training`` flags
-    and parameter gradients (ART's ``class_gradient`` back-propagates into them). The betas are
-    computed with the model in eval mode.
+    and its parameters' gradients and ``requires_grad`` (ART's ``class_gradient`` back-propagates
+    into them). The betas are computed with the model in eval mode.
 
     Parameters
     ----------
@@ -238,9 +221,7 @@ def clever_comparison(
     _positive_number(radius, "radius")
     check_positive_int(seed, "seed", minimum=0)
     _positive_number(beta_heuristic, "beta_heuristic")
-    wrong = sorted({str(p.dtype) for p in model.parameters()
-                    if p.dtype.is_floating_point and p.dtype != torch.float32})
-    if wrong:
+    if wrong := other_float_dtypes(model):
         raise ValueError(
             f"model has {', '.join(wrong)} parameters, but ART feeds float32 inputs: call "
             "model.float()"
@@ -251,7 +232,7 @@ def clever_comparison(
     # ART's clever_u draws from numpy's legacy global RNG, so that is the one to seed and restore.
     numpy_state = np.random.get_state()  # noqa: NPY002
     torch_state = torch.get_rng_state()
-    with _model_state_kept(model):
+    with model_state_kept(model):
         model.eval()
         with torch.no_grad():
             logits = model(inputs)

@@ -181,3 +181,68 @@ def test_tempered_checks_per_sample_and_rule_betas():
         mifpe_loss(z.numpy(), t)
     with pytest.raises(TypeError, match="labels must be a torch.Tensor of integer class indices"):
         mifpe_loss(z, t.float())
+
+
+class _TwoBranches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.ReLU())
+        self.second = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.second(self.first(x))
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_model_state_kept_restores_modes_grads_and_requires_grad(raises):
+    from mifpe_plugins.attacks._common import model_state_kept
+
+    model = _TwoBranches().eval()
+    model.first[1].train()  # mixed modes: one submodule in train mode
+    model.second.bias.requires_grad_(False)
+    caller_grads = [torch.full((8, 6), 7.0), None, torch.arange(32.0).view(4, 8), None]
+    for param, grad in zip(model.parameters(), caller_grads, strict=True):
+        param.grad = grad
+    saved = [None if g is None else g.clone() for g in caller_grads]
+    modes = [m.training for m in model.modules()]
+    requires = [p.requires_grad for p in model.parameters()]
+
+    def host_code():
+        with model_state_kept(model):
+            model.train()
+            model.zero_grad()  # set_to_none: the caller's tensors are dropped, not written into
+            for param in model.parameters():
+                param.requires_grad_(True)
+            model(torch.rand(3, 6, generator=torch.Generator().manual_seed(0))).sum().backward()
+            assert all(p.grad is not None for p in model.parameters())
+            if raises:
+                raise RuntimeError("host failure")
+
+    if raises:
+        with pytest.raises(RuntimeError, match="host failure"):
+            host_code()
+    else:
+        host_code()
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == requires
+    for param, grad, before in zip(model.parameters(), caller_grads, saved, strict=True):
+        assert param.grad is grad
+        if grad is not None:
+            assert torch.equal(grad, before)
+
+
+def test_looks_like_probabilities_is_the_check_behind_the_warning():
+    from mifpe_plugins.attacks._common import check_logits, looks_like_probabilities
+
+    logits = torch.randn(5, 4, generator=torch.Generator().manual_seed(0)) * 3
+    probabilities = logits.softmax(dim=1)
+    assert looks_like_probabilities(probabilities) and not looks_like_probabilities(logits)
+    # Only what check_logits would accept as logits otherwise: floating, (B, K >= 2).
+    assert not looks_like_probabilities(torch.eye(4, dtype=torch.long))
+    assert not looks_like_probabilities(torch.ones(3, 1))
+    with pytest.warns(UserWarning, match="look like probabilities"):
+        check_logits(probabilities, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_logits(logits, 5)

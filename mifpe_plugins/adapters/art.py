@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import _common as core
-from ..losses import BetaRule, Loss, Tempered, resolve_loss
+from ..losses import BetaRule, Loss, resolve_loss
 from ..temperature import NJS, njs_beta1
 from ._host import require
 
@@ -21,12 +20,7 @@ PyTorchClassifier = require("art.estimators.classification", "art").PyTorchClass
 
 __all__ = ["AttackLoss", "MIFPELoss", "TemperedLoss", "njs_loss", "AttackClassifier", "mifpe_classifier",
            "with_attack_loss"]
-
-
-def _reduction(value: object) -> str:
-    if value not in ("none", "mean", "sum"):
-        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', got {value!r}")
-    return value  # type: ignore[return-value]
+_REDUCTIONS = ("none", "mean", "sum")
 
 
 class AttackLoss(nn.CrossEntropyLoss):
@@ -39,18 +33,12 @@ class AttackLoss(nn.CrossEntropyLoss):
         reduction: "mean" (with "ce": nn.CrossEntropyLoss() bitwise), "sum" or "none".
     """
     def __init__(self, loss: str | Loss = "mifpe", *, reduction: str = "mean") -> None:
-        super().__init__(reduction=_reduction(reduction))
-        parts = [resolve_loss(loss)]  # resolved and checked by the core
-        for part in parts:  # refused: what needs more than logits and labels (APGD re-batches them)
-            unbound = hasattr(part, "bind") and getattr(part, "beta1", None) is None  # HNS, NJS without beta1
-            if isinstance(part, Tempered):
-                parts += [part.base, part.beta]
-            elif unbound or isinstance(part, Tensor) and part.dim() > 0:
-                what = "a per-sample beta tensor" if isinstance(part, Tensor) else repr(part)
-                raise ValueError(f"{type(self).__name__}: {what} needs the model, the clean batch or the sample "
-                                 "order, which ART's loss never sees: for NJS pass njs_loss(model, x), for HNS "
-                                 "use mifpe_plugins.pgd(..., loss='hns')")
-        self.attack_loss = parts[0]
+        super().__init__(reduction=core.check_choice(reduction, "reduction", _REDUCTIONS))
+        self.attack_loss = resolve_loss(loss)  # resolved and checked by the core; refused: what needs more
+        if what := core.needs_context(self.attack_loss):  # than logits and labels (APGD re-batches them)
+            raise ValueError(f"{type(self).__name__}: {what} needs the model, the clean batch or the sample "
+                             "order, which ART's loss never sees: for NJS pass njs_loss(model, x), for HNS "
+                             "use mifpe_plugins.pgd(..., loss='hns')")
 
     def per_sample(self, logits: Tensor, target: Any) -> Tensor:
         """The untargeted loss per sample, shape (B,), for indices (int or float), (B, 1) or one-hot labels."""
@@ -68,7 +56,7 @@ class AttackLoss(nn.CrossEntropyLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         values = self.per_sample(logits, target)
-        reduction = _reduction(self.reduction)  # read per call: ART's compute_loss assigns it
+        reduction = core.check_choice(self.reduction, "reduction", _REDUCTIONS)  # per call: ART assigns it
         return values if reduction == "none" else getattr(values, reduction)()
 
     def extra_repr(self) -> str:
@@ -126,19 +114,14 @@ def njs_loss(model: nn.Module, reference_inputs: Tensor | np.ndarray, *, rho: fl
 def _kept(host_method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(host_method)
     def method(self: PyTorchClassifier, *args: Any, **kwargs: Any) -> Any:
-        saved = [(m, "training", m.training) for m in self.model.modules()]  # ART's zero_grad() sets .grad
-        saved += [(p, "grad", p.grad) for p in self.model.parameters()]  # to None: the caller's come back intact
-        try:
+        with core.model_state_kept(self.model):  # ART's zero_grad() sets .grad to None: the caller's come back
             return host_method(self, *args, **kwargs)
-        finally:
-            for obj, attr, value in saved:
-                setattr(obj, attr, value)
     return method
 
 
 class AttackClassifier(PyTorchClassifier):
     """ART's PyTorchClassifier (same arguments, same results bitwise) that puts the model's .training flags
-    and parameters' .grad back after every call but ``fit``."""
+    and parameters' .grad and requires_grad back after every call but ``fit``."""
     predict, loss_gradient = _kept(PyTorchClassifier.predict), _kept(PyTorchClassifier.loss_gradient)
     class_gradient, compute_loss = _kept(PyTorchClassifier.class_gradient), _kept(PyTorchClassifier.compute_loss)
     custom_loss_gradient = _kept(PyTorchClassifier.custom_loss_gradient)
@@ -155,8 +138,7 @@ def _built(name: str, temperature: float, **params: Any) -> AttackClassifier:
         raise ValueError("pass either temperature (for the default MIFPELoss) or loss, not both")
     loss = MIFPELoss(temperature) if params["loss"] is None else params["loss"]
     classifier = AttackClassifier(**{**params, "loss": loss})
-    model = classifier.model
-    if wrong := sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {str(torch.float32)}):
+    if wrong := core.other_float_dtypes(classifier.model):
         raise ValueError(f"{name} has {', '.join(wrong)} parameters, but ART feeds float32 inputs: call "
                          f"{name}.float(), or use mifpe_plugins.pgd for other dtypes")
     low, high = (0.0, 1.0) if classifier.clip_values is None else classifier.clip_values
@@ -171,15 +153,12 @@ def _built(name: str, temperature: float, **params: Any) -> AttackClassifier:
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] != classifier.nb_classes:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"{name} must return (batch, nb_classes={classifier.nb_classes}) logits, got {got}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # the core's "looks like probabilities": an error here
-        try:
-            core.check_logits(out, len(out))
-        except UserWarning:
-            last = list(model.modules())[-1]
-            ends = f"; it ends with {last!r}" if isinstance(last, (nn.Softmax, nn.Softmax2d)) else ""
-            raise ValueError(f"{name} returns probabilities (rows in [0, 1] summing to 1{ends}); the losses "
-                             "need logits: remove the final softmax (nn.LogSoftmax is fine)") from None
+    if core.looks_like_probabilities(out):  # the core warns; here an error
+        last = list(classifier.model.modules())[-1]
+        ends = f"; it ends with {last!r}" if isinstance(last, (nn.Softmax, nn.Softmax2d)) else ""
+        raise ValueError(f"{name} returns probabilities (rows in [0, 1] summing to 1{ends}); the losses "
+                         "need logits: remove the final softmax (nn.LogSoftmax is fine)")
+    core.check_logits(out, len(out))
     return classifier
 
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-from ..losses import Loss, accepts_source_labels, get_loss, logit_margin
+from ..losses import Loss, Tempered, accepts_source_labels, get_loss, logit_margin
 
 Model = Callable[[Tensor], Tensor]
 EpsLike = float | Tensor
 Bounds = Sequence[float] | None
+_T = TypeVar("_T")
 
 _NORM_NAMES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2", "l_2": "l2"}
 NORM_CHOICES = "'linf' (also 'Linf', 'inf', float('inf')) or 'l2' (also 'L2', 2)"
@@ -71,6 +74,13 @@ def resolve_norm(norm: str | float | int) -> str:
 def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(value: _T, name: str, choices: Sequence[object]) -> _T:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``name`` and the choices."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
@@ -166,6 +176,22 @@ def check_label_range(labels: Tensor, num_classes: int, name: str = "labels") ->
         )
 
 
+def looks_like_probabilities(outputs: Tensor) -> bool:
+    """Whether ``outputs`` look like a softmax's: floating (B, K >= 2) rows in [0, 1] summing to 1.
+
+    ``check_logits`` warns when this holds; a host seam that cannot work on probabilities (ART's
+    CLEVER on softmax(beta z), its estimator's loss) makes it an error instead.
+    """
+    if not (isinstance(outputs, Tensor) and outputs.dtype.is_floating_point and outputs.dim() == 2
+            and outputs.shape[1] >= 2):
+        return False
+    return (
+        bool((outputs >= 0).all())
+        and bool((outputs <= 1).all())
+        and bool(((outputs.sum(dim=1) - 1).abs() < 1e-3).all())
+    )
+
+
 def check_logits(logits: Tensor, batch: int) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -179,12 +205,7 @@ def check_logits(logits: Tensor, batch: int) -> None:
             "model returned NaN or inf logits on the clean inputs: no gradient attack can be trusted "
             "on them (check the model's dtype range and its inputs' preprocessing)"
         )
-    looks_like_probs = (
-        bool((logits >= 0).all())
-        and bool((logits <= 1).all())
-        and bool(((logits.sum(dim=1) - 1).abs() < 1e-3).all())
-    )
-    if looks_like_probs:
+    if looks_like_probabilities(logits):
         warnings.warn(
             "the model's outputs are in [0, 1] and sum to 1: they look like probabilities. "
             "The attacks and losses here expect logits (remove the final softmax); on "
@@ -210,6 +231,34 @@ def warn_if_training(model: Model) -> None:
             UserWarning,
             stacklevel=4,
         )
+
+
+def other_float_dtypes(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> list[str]:
+    """The floating dtypes of ``model``'s parameters other than ``dtype``, sorted: what a host that
+    computes in one dtype must refuse (ART feeds float32 inputs)."""
+    return sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != dtype})
+
+
+@contextlib.contextmanager
+def model_state_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Put the caller's state of ``model`` back on exit, also when the body raises: every
+    submodule's ``.training`` and every parameter's ``.grad`` and ``requires_grad``.
+
+    For host code that switches the mode or back-propagates into the parameters (ART's estimators
+    call ``model.train()``/``eval()`` and ``zero_grad()``). The caller's ``.grad`` tensors are
+    put back by reference, not copied: a ``zero_grad()`` that sets them to None (torch >= 2.0)
+    leaves them intact, a body writing into them in place would not.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    params = [(param, param.grad, param.requires_grad) for param in model.parameters()]
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for param, grad, requires_grad in params:
+            param.requires_grad_(requires_grad)
+            param.grad = grad
 
 
 def check_loss_values(values: object, batch: int) -> None:
@@ -340,6 +389,24 @@ def prepare(
     x0 = inputs.detach().clone() if inputs.is_inference() else inputs.detach()
     loss_fn, clean_logits = bind_loss(model, loss_fn, x0, labels, targeted=targeted)
     return Batch(x0, labels, eps_t, bounds_t, clean_logits, loss_fn)
+
+
+def needs_context(loss: Loss) -> str | None:
+    """What in ``loss`` needs more than the logits and labels of the batch it is called on, or None.
+
+    PGD++'s HNS and NJS without ``beta1`` bind to the model and the clean inputs (``bind``); a
+    per-sample beta tensor needs the samples in their original order. A host that hands a loss
+    only logits and labels, possibly re-batched (ART's estimator loss, which APGD calls on subsets),
+    must refuse these. Looks through ``Tempered`` into its base loss and beta.
+    """
+    parts = [loss]
+    for part in parts:
+        unbound = hasattr(part, "bind") and getattr(part, "beta1", None) is None  # HNS, NJS without beta1
+        if isinstance(part, Tempered):
+            parts += [part.base, part.beta]
+        elif unbound or isinstance(part, Tensor) and part.dim() > 0:
+            return "a per-sample beta tensor" if isinstance(part, Tensor) else repr(part)
+    return None
 
 
 def bind_loss(
