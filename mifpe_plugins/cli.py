@@ -140,12 +140,16 @@ def _add_run_options(
 ) -> None:
     if model:
         p.add_argument("--data", default="bundled", help="bundled (default: 1 000 Fashion-MNIST test images shipped with the "
-                       "package), fashion-mnist[:DIR], cifar10:ROOT, cifar100:ROOT, mnist:ROOT, or an .npz/.pt file")
-        p.add_argument("--download", action="store_true", help="allow downloading a missing torchvision dataset or RobustBench checkpoint")
+                       "package), fashion-mnist[:DIR], mnist:DIR (the official IDX files in DIR, or torchvision's layout), "
+                       "cifar10:ROOT, cifar100:ROOT, or an .npz/.pt file")
+        p.add_argument("--download", action="store_true", help="allow downloading a missing torchvision dataset, RobustBench checkpoint "
+                       "or published:<name> checkpoint (sha256-checked, into $MIFPE_CACHE/published, default "
+                       "~/.cache/mifpe_plugins/published)")
         p.add_argument("--no-verify", action="store_true", help="read CIFAR files whose MD5 is not the published one "
                        "(a re-encoded copy you trust); they are still read with an unpickler that builds data only")
     p.add_argument("--n", type=_positive_int, default=n, help=f"the first N samples of the data (default: {n_help})")
-    eps_default = "0.1 for (Fashion-)MNIST, as the zoo is trained; 8/255 for CIFAR" if eps is None else f"{eps:g}"
+    eps_default = ("0.1 for (Fashion-)MNIST, as the zoo is trained; 8/255 for CIFAR; a published:<name> model's own "
+                   "eps, 0.3 for the MNIST ones" if eps is None else f"{eps:g}")
     p.add_argument("--eps", type=_radius, default=eps, help=f"L-inf radius, a number or a fraction such as 8/255 (default {eps_default})")
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"PGD / APGD iterations (default {steps_help})")
     p.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"samples per attack batch (default {batch_size})")
@@ -155,7 +159,8 @@ def _add_run_options(
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the model and the attacks (default float32)" + dtype_help)
     if model:
         p.add_argument("--arch", default=None, help="architecture of a state-dict model file (a zoo architecture name)")
-        p.add_argument("--model-dir", default="models", help="RobustBench's model_dir for robustbench:<name> (default ./models)")
+        p.add_argument("--model-dir", default="models", help="RobustBench's model_dir for robustbench:<name>, and the first folder searched "
+                       "for a published:<name> checkpoint file, before the cache folder (default ./models)")
         p.add_argument("--dataset", choices=ROBUSTBENCH_DATASETS, default="cifar10", help="RobustBench dataset for robustbench:<name> (default cifar10)")
         p.add_argument("--threat-model", choices=ROBUSTBENCH_THREAT_MODELS, default="Linf",
                        help="RobustBench threat model for robustbench:<name> (default Linf); it must fit the attacks: Linf for "
@@ -183,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "The MIFPE paper's Table 2 on any model: FGSM, PGD, APGD-DLR and AutoAttack, each with its original loss "
                   "and with MIFPE, and the boost MIFPE gives. Writes table2-<model>.md, .json and .csv. Plain mifpe runs "
                   "this on zoo:large-margin.", norms=("Linf",))
-    t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, robustbench:<name> or a .pt/.pth/.ts file (default zoo:large-margin)")
+    t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, published:<name>, robustbench:<name> or a .pt/.pth/.ts file "
+                    "(default zoo:large-margin)")
     t2.add_argument("--attacks", default=",".join(_TABLE2_ATTACKS), help="comma-separated subset of fgsm,pgd,apgd,autoattack (default all)")
     _add_run_options(t2, dtype_help=aa_float32.format("--attacks fgsm,pgd,apgd"))
 
@@ -334,7 +340,7 @@ def _validate(args: argparse.Namespace) -> None:
     if command in ("table1", "pgdpp"):
         args.models = _zoo_or_listed(args.models)
     if args.eps is None:
-        args.eps = _default_eps(args.data)
+        args.eps = _default_eps(args.data, [args.model] if getattr(args, "model", None) else getattr(args, "models", ()))
     if args.norms and args.threat_model not in args.norms:
         hint = "; mifpe pgdpp also runs L2 attacks" if args.threat_model == "L2" else ""
         raise ValueError(f"mifpe {command} attacks in {' and '.join(args.norms)} only, but --threat-model {args.threat_model} "
@@ -354,7 +360,17 @@ def _validate(args: argparse.Namespace) -> None:
         args.new_out = _check_out(args.out)
 
 
-def _default_eps(data: str) -> float:
+def _default_eps(data: str, specs: Sequence[str] = ()) -> float:
+    # published:<name> models carry their threat model's eps (0.3 for the MNIST ones): use it when
+    # every model of the run agrees
+    from . import published
+
+    known = published.registry()
+    names = [spec.partition(":")[2] for spec in specs]
+    if specs and all(spec.startswith("published:") and name in known for spec, name in zip(specs, names, strict=True)):
+        radii = {known[name]["eps"] for name in names}
+        if len(radii) == 1:
+            return float(radii.pop())
     return 8 / 255 if data.startswith(("cifar10:", "cifar100:")) else 0.1
 
 

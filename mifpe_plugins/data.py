@@ -27,6 +27,7 @@ __all__ = [
     "bundled_fashion_mnist_test",
     "load_data",
     "load_fashion_mnist",
+    "load_mnist",
     "load_npz",
     "load_tensors",
     "load_torchvision",
@@ -68,15 +69,32 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
-def _find(directory: Path, stem: str) -> Path:
+_FASHION_HINT = ("Fashion-MNIST comes offline with Debian's package: `apt-get install dataset-fashion-mnist` "
+                 "(files in /usr/share/datasets/fashion-mnist), or pass root= a directory holding the four IDX files")
+
+
+def _idx_file(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / f"{stem}.gz", directory / stem):
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(
-        f"{stem}(.gz) not found in {directory}. Fashion-MNIST comes offline with Debian's package: "
-        "`apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), or "
-        "pass root= a directory holding the four IDX files"
-    )
+    return None
+
+
+def _find(directory: Path, stem: str, hint: str = _FASHION_HINT) -> Path:
+    found = _idx_file(directory, stem)
+    if found is None:
+        raise FileNotFoundError(f"{stem}(.gz) not found in {directory}. {hint}")
+    return found
+
+
+def _load_idx_split(directory: Path, split: str, n: int | None, *, dataset: str, hint: str) -> tuple[Tensor, Tensor]:
+    """One split of an MNIST-format dataset from the IDX files directly in ``directory``."""
+    image_stem, label_stem = _SPLIT_FILES[split]
+    images = read_idx(_find(directory, image_stem, hint))
+    labels = read_idx(_find(directory, label_stem, hint))
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{dataset} files in {directory} disagree: images {images.shape}, labels {labels.shape}")
+    return _take(_as_tensors(images[:, None], labels), n)
 
 
 def load_fashion_mnist(root: str | Path | None = None, *, split: str = "test", n: int | None = None) -> tuple[Tensor, Tensor]:
@@ -106,12 +124,30 @@ def load_fashion_mnist(root: str | Path | None = None, *, split: str = "test", n
             f"Fashion-MNIST directory {directory} does not exist. Install it offline with "
             "`apt-get install dataset-fashion-mnist`, or pass root= a directory holding the IDX files"
         )
-    image_stem, label_stem = _SPLIT_FILES[split]
-    images = read_idx(_find(directory, image_stem))
-    labels = read_idx(_find(directory, label_stem))
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"Fashion-MNIST files in {directory} disagree: images {images.shape}, labels {labels.shape}")
-    return _take(_as_tensors(images[:, None], labels), n)
+    return _load_idx_split(directory, split, n, dataset="Fashion-MNIST", hint=_FASHION_HINT)
+
+
+def _mnist_hint(directory: Path) -> str:
+    return (f"Put the official MNIST IDX files ({', '.join(f'{stem}[.gz]' for stem in _SPLIT_FILES['test'])} for the "
+            f"test split, train-* for training) directly in {directory}, or torchvision's layout "
+            f"{directory / TORCHVISION_DATASETS['mnist']}, or allow downloading into torchvision's layout "
+            "(download=True, `--download`)")
+
+
+def load_mnist(root: str | Path, *, split: str = "test", n: int | None = None) -> tuple[Tensor, Tensor]:
+    """MNIST from the official IDX files directly in ``root`` (``t10k-images-idx3-ubyte[.gz]``,
+    ``t10k-labels-idx1-ubyte[.gz]``, and ``train-*`` for ``split="train"``): the format of
+    :func:`load_fashion_mnist`. For torchvision's layout (``root/MNIST/raw``) use
+    :func:`load_torchvision`; ``load_data("mnist:DIR")`` takes either.
+
+    Returns float32 inputs (N, 1, 28, 28) in [0, 1] and int64 labels (N,).
+    """
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_FILES)}, got {split!r}")
+    directory = Path(root)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"MNIST directory {directory} does not exist. {_mnist_hint(directory)}")
+    return _load_idx_split(directory, split, n, dataset="MNIST", hint=_mnist_hint(directory))
 
 
 def _as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -428,8 +464,9 @@ def load_data(
     """Resolve a data specification of the ``mifpe`` command.
 
     ``bundled`` (the shipped 1 000 Fashion-MNIST test images), ``fashion-mnist`` (Debian's IDX
-    files) or ``fashion-mnist:DIR``, ``cifar10:ROOT`` / ``cifar100:ROOT`` / ``mnist:ROOT``
-    (torchvision's layout), or a path to an ``.npz`` or ``.pt`` file. ``verify`` is passed to
+    files) or ``fashion-mnist:DIR``, ``mnist:DIR`` (the official IDX files directly in DIR, or
+    torchvision's layout under DIR), ``cifar10:ROOT`` / ``cifar100:ROOT`` (torchvision's layout),
+    or a path to an ``.npz`` or ``.pt`` file. ``verify`` is passed to
     :func:`load_torchvision` (the CIFAR files' MD5 check).
     """
     kind, _, where = spec.partition(":")
@@ -441,6 +478,12 @@ def load_data(
         if where and (Path(where) / "FashionMNIST").is_dir():
             return load_torchvision("fashion-mnist", where, split=split, n=n, download=download)
         return load_fashion_mnist(where or None, split=split, n=n)
+    if kind == "mnist" and where and split in _SPLIT_FILES:
+        directory = Path(where)
+        if any(_idx_file(directory, stem) for stem in _SPLIT_FILES[split]):
+            return load_mnist(directory, split=split, n=n)  # the official files directly in DIR
+        if not download and not (directory / TORCHVISION_DATASETS["mnist"]).is_dir():
+            raise FileNotFoundError(f"mnist not found in {directory}. {_mnist_hint(directory)}")
     if kind in TORCHVISION_DATASETS and where:
         return load_torchvision(kind, where, split=split, n=n, download=download, verify=verify)
     path = Path(spec)
@@ -450,7 +493,7 @@ def load_data(
         return load_tensors(path, n=n)
     raise ValueError(
         f"unknown data {spec!r}; use `bundled`, `fashion-mnist[:DIR]`, `cifar10:ROOT`, `cifar100:ROOT`, "
-        "`mnist:ROOT`, or a path to an .npz or .pt file"
+        "`mnist:DIR`, or a path to an .npz or .pt file"
     )
 
 

@@ -2,6 +2,9 @@
 
 ``zoo:<name>``
     A model of :mod:`mifpe_plugins.zoo` with its shipped weights.
+``published:<name>``
+    A checkpoint published by others (:mod:`mifpe_plugins.published`): found in ``model_dir`` or
+    the cache folder, downloaded only with ``download=True``, its sha256 checked before it is read.
 ``robustbench:<name>``
     ``robustbench.utils.load_model(name, model_dir=..., dataset=..., threat_model=...)``. RobustBench
     looks for ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` and downloads only when that file
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import zoo
+from . import published, zoo
 from .data import _unreadable
 
 __all__ = ["LoadedModel", "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREAT_MODELS", "load_model"]
@@ -131,20 +134,23 @@ def load_model(
     Parameters
     ----------
     spec : str
-        ``zoo:<name>``, ``robustbench:<name>`` or a path to a ``.pt`` / ``.pth`` / ``.ts`` file.
+        ``zoo:<name>``, ``published:<name>``, ``robustbench:<name>`` or a path to a ``.pt`` / ``.pth`` / ``.ts`` file.
     architecture : str, optional
         For state-dict files: a name of :data:`mifpe_plugins.zoo.ARCHITECTURES`.
     model_dir, dataset, threat_model : optional
-        For ``robustbench:``, passed to ``robustbench.utils.load_model``.
+        For ``robustbench:``, passed to ``robustbench.utils.load_model``. ``model_dir`` is also the
+        first folder searched for a ``published:`` checkpoint (then the cache folder).
     download : bool
-        For ``robustbench:``, let RobustBench download a missing checkpoint (off by default: a
-        missing file is an error).
+        For ``robustbench:`` and ``published:``, allow downloading a missing checkpoint (off by
+        default: a missing file is an error).
     device, dtype : optional
         Where the model runs and in which floating dtype.
     """
     kind, sep, name = spec.partition(":")
     if sep and kind == "zoo":
         model, source = zoo.load(name), {"kind": "zoo", "name": name, **{"log": zoo.training_log(name)}}
+    elif sep and kind == "published":
+        model, source = published.load(name, model_dir, download=download)
     elif sep and kind == "robustbench":
         model, source = _load_robustbench(name, model_dir, dataset, threat_model, download)
     elif Path(spec).suffix in (".pt", ".pth", ".ts"):
@@ -152,6 +158,6 @@ def load_model(
     else:
         raise ValueError(
             f"unknown model {spec!r}: use zoo:<name> (one of {', '.join(sorted(zoo.RECIPES))}), "
-            "robustbench:<name>, or a path to a .pt/.pth/.ts file"
+            f"published:<name> (one of {', '.join(published.names())}), robustbench:<name>, or a path to a .pt/.pth/.ts file"
         )
     return LoadedModel(model.to(device=device, dtype=dtype).eval(), spec, source)

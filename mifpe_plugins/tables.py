@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from . import published
 from .evaluate import evaluate
 from .losses import top_margin
 from .numerics import percent_underflowing, underflow_threshold
@@ -334,7 +335,8 @@ def table1(
     runs = len(evaluations) * (len(losses) + autoattack)
     with keep_partial(report, lambda: bool(report.rows)), _bar(report, first, runs) as progress:
         for name, evaluation in evaluations.items():
-            paper = PAPER_TABLE1.get(name.removeprefix("zoo:"))
+            paper = (published.paper_table1(name.removeprefix("published:")) if name.startswith("published:")
+                     else PAPER_TABLE1.get(name.removeprefix("zoo:")))
             row = ModelRow(name, evaluation.summary(),
                            paper=dict(zip(("row", "clean_accuracy", "pgd", "best"), paper, strict=True)) if paper else None)
             robust_everywhere = evaluation.clean_correct().clone()
