@@ -282,9 +282,10 @@ CIFAR_MD5: dict[str, dict[str, str]] = {
 }
 
 
-def _file_md5(path: Path) -> str:
-    # usedforsecurity=False: MD5 here matches a published digest, and FIPS builds refuse it otherwise
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file, read in 1 MiB chunks (CIFAR's MD5s, checkpoints' sha256s)."""
+    # usedforsecurity=False: the digests here match published ones, and FIPS builds refuse MD5 otherwise
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
@@ -299,7 +300,7 @@ def _verify_md5(path: Path, name: str) -> None:
     expected = CIFAR_MD5.get(name, {}).get(path.name)
     if expected is None:
         return
-    actual = _file_md5(path)
+    actual = file_digest(path, "md5")
     if actual != expected:
         raise ValueError(
             f"{path} is not the published {name} file {path.name!r}: its MD5 is {actual}, expected "

@@ -14,7 +14,6 @@ the cache only when ``download=True`` (``--download``). Every file's sha256 is c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.request
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from . import zoo
-from .data import _unreadable
+from .data import _unreadable, file_digest
 
 __all__ = ["cache_dir", "candidates", "entry", "fetch", "load", "locate", "names", "paper_table1", "registry", "verify"]
 
@@ -80,19 +79,11 @@ def candidates(name: str, model_dir: str | Path | None = None) -> list[Path]:
     return [folder / file for folder in folders]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify(name: str, path: str | Path) -> None:
     """Raise a ValueError unless ``path`` has the sha256 the registry records for ``name``."""
     record = entry(name)
     path = Path(path)
-    actual, expected = _sha256(path), record["sha256"]
+    actual, expected = file_digest(path), record["sha256"]
     if actual != expected:
         raise ValueError(
             f"published checkpoint {name!r}: {path} is not the published file: its sha256 is {actual}, "

@@ -10,7 +10,6 @@ training log shipped in ``mifpe_plugins/_data/zoo/``: ``<name>.pt`` (state dict)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import bundled_fashion_mnist_test, load_fashion_mnist
+from .data import bundled_fashion_mnist_test, file_digest, load_fashion_mnist
 from .losses import logit_margin, top_margin
 from .numerics import percent_underflowing
 from .progress import bar
@@ -323,14 +322,6 @@ def _check_name(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _restore_hint(name: str) -> str:
     return (
         f"Restore the shipped pair by reinstalling the package (`pip install --force-reinstall "
@@ -361,7 +352,7 @@ def _verify_checkpoint(name: str, path: Path) -> None:
             f"zoo model {name!r}: no sha256 recorded for {path} ({log_path} is missing, unreadable or "
             f"has no 'sha256' field), so the weights cannot be checked. {_restore_hint(name)}"
         )
-    actual = _file_sha256(path)
+    actual = file_digest(path)
     if actual != expected:
         raise ValueError(
             f"zoo model {name!r}: {path} is corrupted or was replaced: its sha256 is {actual}, "
@@ -469,7 +460,7 @@ def train(
     target = Path(out_dir) if out_dir is not None else _zoo_dir()
     target.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), target / f"{name}.pt")
-    report["sha256"] = _file_sha256(target / f"{name}.pt")
+    report["sha256"] = file_digest(target / f"{name}.pt")
     (target / f"{name}.json").write_text(json.dumps(report, indent=2))
     log(f"{name}: {json.dumps(report['bundled_test_subset'])}")
     return model, report

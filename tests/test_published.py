@@ -12,7 +12,7 @@ import torch
 
 from mifpe_plugins import published, zoo
 from mifpe_plugins.cli import main
-from mifpe_plugins.data import load_data, load_mnist
+from mifpe_plugins.data import file_digest, load_data, load_mnist
 from mifpe_plugins.models import load_model
 
 NAME = "trades-mnist-smallcnn"
@@ -48,7 +48,7 @@ def fake_entry(monkeypatch, tmp_path):
         state[inverse[prefix] + key.removeprefix(prefix)] = value
     source = tmp_path / "released.pt"
     torch.save(state, source)
-    entry = dict(published.entry(NAME), file="fake.pt", sha256=published._sha256(source), urls=["https://example.invalid/fake.pt"])
+    entry = dict(published.entry(NAME), file="fake.pt", sha256=file_digest(source), urls=["https://example.invalid/fake.pt"])
     real = published.registry
 
     def registry():
@@ -99,7 +99,7 @@ def test_a_wrong_sha256_is_an_error_naming_file_and_both_hashes(tmp_path, monkey
     with pytest.raises(ValueError) as caught:
         load_model(SPEC, model_dir=bad.parent)
     message = str(caught.value)
-    assert str(bad) in message and published._sha256(bad) in message and published.entry(NAME)["sha256"] in message
+    assert str(bad) in message and file_digest(bad) in message and published.entry(NAME)["sha256"] in message
     assert "Delete it" in message and "--download" in message
     assert loads == []  # checked before torch.load ever sees the file
 
