@@ -365,11 +365,11 @@ class Tempered:
     def check_betas(self, logits: Tensor, labels: Tensor) -> None:
         """Raise unless every temperature for these logits is finite and > 0 (one host sync: the
         attacks call it once, on the clean logits, never per step)."""
-        _check_beta_values(self.betas(logits, labels), f"{self.name}: beta")
+        beta = self.betas(logits, labels)
+        _check_beta_values(beta, f"{self.name}: beta")
         check = getattr(self.base, "check_betas", None)
         if check is not None:
-            shifted = logits - logits.amax(dim=1, keepdim=True)
-            check(shifted * self.betas(logits, labels)[:, None], labels)
+            check((logits - logits.amax(dim=1, keepdim=True)) * beta[:, None], labels)
 
     def __call__(self, logits: Tensor, labels: Tensor, *, targeted: bool = False, **kwargs) -> Tensor:
         _check_logits(logits, labels, name=self.name)

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks._common import bind_loss, check_eps, check_inputs, check_positive_int, resolve_norm
+from ..attacks._common import (
+    bind_loss,
+    check_eps,
+    check_inputs,
+    check_positive_int,
+    other_float_dtypes,
+    resolve_norm,
+)
 from ..losses import Loss, accepts_source_labels, resolve_loss
 from ._host import require
 
@@ -179,9 +186,9 @@ def _checked(model: Model, norm: str | float, eps: object) -> tuple[str, float]:
     """What both builders check: a float32 model, the threat model in AutoAttack's spelling."""
     if not callable(model):
         raise TypeError(f"model must be a callable mapping inputs to logits (e.g. an nn.Module), got {type(model).__name__}")
-    dtypes = {p.dtype for p in model.parameters() if p.dtype.is_floating_point} if isinstance(model, nn.Module) else set()
-    if dtypes - {torch.float32}:
-        raise ValueError(f"model has {sorted(map(str, dtypes))} parameters, but AutoAttack evaluates in float32 (its "
+    others = other_float_dtypes(model) if isinstance(model, nn.Module) else []
+    if others:
+        raise ValueError(f"model has {others} parameters, but AutoAttack evaluates in float32 (its "
                          "perturb casts inputs with .float()): call model.float(), or use mifpe_plugins.apgd(model, x, "
                          "y, loss='mifpe'), which runs in any dtype")
     if not isinstance(norm, bool) and (norm == 1 or str(norm).strip().lower() in ("l1", "1")):
