@@ -13,7 +13,8 @@ Everything that can be checked is checked before the first attack: the options, 
 dtype, the output folder (created and written to), the host libraries a run needs, the data and
 the model (one forward pass). A problem ends the command with its usage and one line,
 "mifpe <subcommand>: error: ...", exit status 2. Ctrl-C stops a run, writes the columns already
-finished (marked partial) and exits with status 130.
+finished (marked partial) and exits with status 130; every finished chunk is journaled, and the
+same command with --resume continues the run (also under torchrun, with any number of ranks).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +36,9 @@ from torch import nn
 
 from . import __version__
 from .diagnose import Budget
+from .engine import default_threads
 from .models import ROBUSTBENCH_DATASETS, ROBUSTBENCH_THREAT_MODELS
+from .reports import one_line
 
 if TYPE_CHECKING:
     from .tables import Report
@@ -130,13 +134,14 @@ def _radius(text: str) -> float:
 
 
 _EPILOG = ("Every check that needs no attack runs first; an error stops the command before any work. Ctrl-C writes "
-           "the columns already finished, marked partial, and exits with status 130.")
+           "the columns already finished, marked partial, and exits with status 130; the same command with --resume "
+           "continues from the journal. Under torchrun (python -m mifpe_plugins) the chunks are shared by the ranks.")
 
 
 def _add_run_options(
     p: argparse.ArgumentParser, *, model: bool = True, n: int | None = None, n_help: str = "all",
     eps: float | None = None, steps: int | None = 100, steps_help: str = "100, the paper's", batch_size: int = 250,
-    dtype_help: str = "", out: str | None = "mifpe-results",
+    dtype_help: str = "", out: str | None = "mifpe-results", journal: bool = True,
 ) -> None:
     if model:
         p.add_argument("--data", default="bundled", help="bundled (default: 1 000 Fashion-MNIST test images shipped with the "
@@ -147,7 +152,8 @@ def _add_run_options(
                        "~/.cache/mifpe_plugins/published)")
         p.add_argument("--no-verify", action="store_true", help="read CIFAR files whose MD5 is not the published one "
                        "(a re-encoded copy you trust); they are still read with an unpickler that builds data only")
-    p.add_argument("--n", type=_positive_int, default=n, help=f"the first N samples of the data (default: {n_help})")
+    p.add_argument("--n", "--samples", dest="n", type=_positive_int, default=n, help=f"the first N samples of the data "
+                   f"(default: {n_help}); under torchrun write --samples, as torchrun takes --n for its own --nnodes")
     eps_default = ("0.1 for (Fashion-)MNIST, as the zoo is trained; 8/255 for CIFAR; a published:<name> model's own "
                    "eps, 0.3 for the MNIST ones" if eps is None else f"{eps:g}")
     p.add_argument("--eps", type=_radius, default=eps, help=f"L-inf radius, a number or a fraction such as 8/255 (default {eps_default})")
@@ -167,6 +173,17 @@ def _add_run_options(
                        "table1, table2, table3 and diagnose, Linf or L2 for pgdpp")
     where = f"default {out}" if out else "default: print only"
     p.add_argument("--out", default=out, help=f"folder for the results ({where}); created and test-written before the run")
+    if journal:
+        p.add_argument("--name", default=None, help="stem of the result files (default: the table, model, data, norm and eps, "
+                       "dtype and n, e.g. table2-zoo-large-margin-bundled-linf-eps0.1-float32-n1000)")
+        again = p.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true", help="continue the run of the same name from its journal "
+                           "(<name>.journal in --out), skipping finished chunks; refused if its settings differ")
+        again.add_argument("--overwrite", action="store_true", help="replace the run of the same name (its reports and journal)")
+        p.add_argument("--save-adversarial", action="store_true", help="also write the adversarial inputs, one .npy per "
+                       "column, into <name>.adversarial")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: the cores "
+                   "this process may use divided by the processes on this machine under torchrun)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -186,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t2 = _command(sub, "table2", run_table2, "Table 2: FGSM, PGD, APGD-DLR, AutoAttack with their original loss vs MIFPE (default)",
                   "The MIFPE paper's Table 2 on any model: FGSM, PGD, APGD-DLR and AutoAttack, each with its original loss "
-                  "and with MIFPE, and the boost MIFPE gives. Writes table2-<model>.md, .json and .csv. Plain mifpe runs "
+                  "and with MIFPE, and the boost MIFPE gives. Writes <name>.md, .json, .csv and .samples.csv (see --name). Plain mifpe runs "
                   "this on zoo:large-margin.", norms=("Linf",))
     t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, published:<name>, robustbench:<name> or a .pt/.pth/.ts file "
                     "(default zoo:large-margin)")
@@ -195,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t1 = _command(sub, "table1", run_table1, "Table 1: PGD-100 per loss on several models, with clean accuracy and AutoAttack",
                   "The MIFPE paper's Table 1: PGD per loss (CE, C&W, DLR, MIFPE) on several models, with clean accuracy, "
-                  "AutoAttack and the per-sample worst case over all of them. Writes table1.md, .json and .csv.", norms=("Linf",))
+                  "AutoAttack and the per-sample worst case over all of them. Writes <name>.md, .json, .csv and .samples.csv (see --name).", norms=("Linf",))
     t1.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
     t1.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
     t1.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack column")
@@ -203,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t3 = _command(sub, "table3", run_table3, "Table 3: plain PGD, + momentum, + step-size schedule, per loss",
                   "The MIFPE paper's Table 3 (ablation): PGD with a constant step, then with momentum, then with the "
-                  "step-size schedule, per loss. Writes table3-<model>.md, .json and .csv.", norms=("Linf",))
+                  "step-size schedule, per loss. Writes <name>.md, .json, .csv and .samples.csv (see --name).", norms=("Linf",))
     t3.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
     t3.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
     _add_run_options(t3)
@@ -211,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp = _command(sub, "pgdpp", run_pgdpp, "PGD++ paper Tables 2-5 (and 11): FGSM/PGD vs FGSM++/PGD++ (NJS, HNS), beta = 0.1, L-inf and L2",
                   "The PGD++ paper's Tables 2-5 on several models: FGSM and PGD with CE against FGSM++ and PGD++ (NJS, HNS) "
                   "and the beta = 0.1 heuristic, L-inf and L2, with the paper's protocol (constant step, 20 iterations, "
-                  "the last iterate); optionally Table 11's CLEVER scores. Writes pgdpp.md, .json and .csv.",
+                  "the last iterate); optionally Table 11's CLEVER scores. Writes <name>.md, .json, .csv and .samples.csv (see --name).",
                   norms=("Linf", "L2"))
     pp.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
     pp.add_argument("--l2-eps", type=_radius, default=1.5, help="L2 radius, a number or a fraction such as 120/255 (default 1.5)")
@@ -231,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--l2-eps", type=_radius, default=1.5, help="L2 radius of the PGD++ comparison (default 1.5)")
     dg.add_argument("--no-clever", action="store_true", help="skip the CLEVER comparison (it needs ART)")
     _add_run_options(dg, n_help=f"{full.samples}, or {quick.samples} with --quick; all if the data has fewer", steps=None,
-                     steps_help=f"{full.steps}, or {quick.steps} with --quick", out="mifpe-diagnosis")
+                     steps_help=f"{full.steps}, or {quick.steps} with --quick", out="mifpe-diagnosis", journal=False)
 
     zoo_parser = _command(sub, "zoo", run_zoo, "list the model zoo, or retrain a model",
                           "List the model zoo (mifpe zoo list) or retrain one of its models on the CPU (mifpe zoo train NAME).")
@@ -248,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _command(sub, "demo", run_demo, "Table-2-style comparison on a synthetic large-margin problem (seconds)",
                     "The Table-2 comparison without AutoAttack (FGSM, PGD and APGD-DLR with their original loss and with MIFPE) "
                     "on a synthetic problem: trains a small MLP to large logit margins (under a minute on a CPU), then "
-                    "attacks it in seconds. With --out, writes demo.md, .json and .csv.", norms=())
+                    "attacks it in seconds. With --out, writes <name>.md, .json, .csv and .samples.csv (see --name).", norms=())
     _add_run_options(demo, model=False, n=1000, n_help="1000", eps=0.1, batch_size=500, out=None)
+    train.add_argument("--threads", type=_positive_int, default=None, help="torch intra-op threads (default: the cores this process may use)")
     return parser
 
 
@@ -272,11 +290,6 @@ def _split_list(text: str, option: str, allowed: Sequence[str] | None = None) ->
     return items
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().strip("'\"")
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-
-
 def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, torch.dtype]:
     try:
         device = torch.device(device_name)
@@ -287,7 +300,7 @@ def _device_and_dtype(device_name: str, dtype_name: str) -> tuple[torch.device, 
         probe = torch.ones(2, 2, device=device, dtype=dtype)
         (probe @ probe).sum().item()
     except (RuntimeError, AssertionError, NotImplementedError) as error:
-        raise ValueError(f"--device {device_name} cannot run --dtype {dtype_name} here ({_one_line(error)}); "
+        raise ValueError(f"--device {device_name} cannot run --dtype {dtype_name} here ({one_line(error)}); "
                          "use --device cpu, or a device and dtype this machine has") from None
     return device, dtype
 
@@ -317,11 +330,14 @@ def _validate(args: argparse.Namespace) -> None:
     """Every check that needs neither data nor model, for every subcommand, before anything is
     loaded, trained or attacked. Normalises the list options in place."""
     if args.command == "zoo":
-        if args.zoo_command == "train" and args.out:
-            args.new_out = _check_out(args.out)
+        if args.zoo_command == "train":
+            torch.set_num_threads(args.threads or default_threads())
+            if args.out:
+                args.new_out = _check_out(args.out)
         return
     args.torch_device, args.torch_dtype = _device_and_dtype(args.device, args.dtype)
     command = args.command
+    torch.set_num_threads(args.threads or default_threads())
     if command == "diagnose":
         from .diagnose import DTYPES, _pyplot
 
@@ -395,10 +411,10 @@ def _evaluation(spec: str, args: argparse.Namespace, data) -> tuple:
         spec, architecture=args.arch, model_dir=args.model_dir, dataset=args.dataset, threat_model=args.threat_model,
         download=args.download, device=args.torch_device, dtype=args.torch_dtype,
     )
-    x, y = data
+    x, y = data  # kept where they are: each chunk goes to the device when it is attacked
     evaluation = Evaluation(
-        loaded.model, x.to(device=args.torch_device, dtype=args.torch_dtype), y.to(args.torch_device), eps=args.eps,
-        steps=args.steps, batch_size=args.batch_size, seed=args.seed, show_progress=not args.quiet,
+        loaded.model, x, y, eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        show_progress=not args.quiet, device=args.torch_device, dtype=args.torch_dtype,
     )
     _check_outputs(evaluation, spec)
     source = {k: v for k, v in loaded.source.items() if k != "log"}
@@ -407,13 +423,13 @@ def _evaluation(spec: str, args: argparse.Namespace, data) -> tuple:
 
 def _check_outputs(evaluation, spec: str) -> None:
     """One forward pass on one sample: the model takes the data's inputs and has an output per label."""
-    sample = evaluation.inputs[:1]
+    sample = evaluation.chunk(0)[0][:1]
     try:
         with torch.no_grad():
             logits = evaluation.model(sample)
     except Exception as error:  # whatever a model raises on inputs it cannot take
         raise ValueError(f"model {spec} cannot take the data's inputs (shape {tuple(sample.shape[1:])} per sample): "
-                         f"{_one_line(error)}") from None
+                         f"{one_line(error)}") from None
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"model {spec} must return logits of shape (batch, classes >= 2), got {shape}")
@@ -440,7 +456,7 @@ def _run_and_write(compute: Callable[[], Report | dict], write: Callable[[Report
     except BaseException as error:
         partial = getattr(error, "partial_report", None)
         if partial is not None:
-            stopped = "interrupted by Ctrl-C" if isinstance(error, KeyboardInterrupt) else f"stopped by an error: {_one_line(error)}"
+            stopped = "interrupted by Ctrl-C" if isinstance(error, KeyboardInterrupt) else f"stopped by an error: {one_line(error)}"
             marked = {**partial, "interrupted": stopped} if isinstance(partial, dict) else replace(partial, interrupted=stopped)
             error.saved = write(marked)
         raise
@@ -448,19 +464,40 @@ def _run_and_write(compute: Callable[[], Report | dict], write: Callable[[Report
     return report
 
 
-def _table_writer(args: argparse.Namespace, stem: str) -> Callable[[Report], list]:
-    from .tables import to_markdown, write_report
+def _run_table(args: argparse.Namespace, table: Callable[..., Report], *positional, **kwargs) -> Report:
+    """Run a table function with the run options, print its Markdown (rank 0) and the files it wrote.
+    If it stops after some columns finished, their report is printed and already written."""
+    from .tables import to_markdown
 
-    def write(report: Report) -> list:
+    options = {"out": args.out or None, "name": args.stem, "resume": args.resume, "overwrite": args.overwrite,
+               "save_adversarial": args.save_adversarial}
+    try:
+        report = table(*positional, **kwargs, **options)
+    except BaseException as error:
+        partial = getattr(error, "partial_report", None)
+        if partial is not None:
+            print(to_markdown(partial))
+        raise
+    if report.rows or report.results:  # ranks other than 0 have nothing to print
         print(to_markdown(report))
-        if not args.out:
-            return []
-        paths = write_report(report, args.out, stem)
-        if not args.quiet:
-            print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
-        return paths
+        if report.files and not args.quiet:
+            print("wrote " + ", ".join(str(p) for p in report.files), file=sys.stderr)
+    return report
 
-    return write
+
+def _stem(args: argparse.Namespace, models: Sequence[str], n: int) -> str:
+    """The result files' stem: --name, or what changes the numbers (table, models, data, norm and
+    eps, dtype, n), so that runs with other settings never share files."""
+    if args.name:
+        if not args.name.strip("._-") or any(not (c.isalnum() or c in "._-") for c in args.name) or args.name.startswith("."):
+            raise ValueError(f"--name {args.name!r} must be a file name: letters, digits, '-', '_' and '.' only")
+        return args.name
+    slugs = [_slug(m) for m in models]
+    model = "-".join(slugs) if len("-".join(slugs)) <= 60 else f"{slugs[0]}-and-{len(slugs) - 1}-more"
+    kind, _, where = args.data.partition(":")
+    data = _slug(f"{kind}-{Path(where).name}" if where else Path(kind).stem if kind.endswith((".npz", ".pt")) else kind)
+    threat = f"linf-eps{args.eps:.4g}" + (f"-l2-eps{args.l2_eps:.4g}" if args.command == "pgdpp" else "")
+    return f"{args.command}-{model}-{data}-{threat}-{args.dtype}-n{n}"
 
 
 def _one_model(args: argparse.Namespace):
@@ -482,33 +519,34 @@ def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table2
 
     evaluation, extra = _one_model(args)
-    return _run_and_write(lambda: table2(evaluation, attacks=args.attacks, command=_command_line(argv), extra=extra),
-                          _table_writer(args, f"table2-{_slug(args.model)}"))
+    args.stem = _stem(args, [args.model], evaluation.n)
+    return _run_table(args, table2, evaluation, attacks=args.attacks, command=_command_line(argv), extra=extra)
 
 
 def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table1
 
     evaluations, extra = _all_models(args)
-    return _run_and_write(lambda: table1(evaluations, losses=args.losses, autoattack=not args.no_autoattack,
-                                         command=_command_line(argv), extra=extra), _table_writer(args, "table1"))
+    args.stem = _stem(args, args.models, next(iter(evaluations.values())).n)
+    return _run_table(args, table1, evaluations, losses=args.losses, autoattack=not args.no_autoattack,
+                      command=_command_line(argv), extra=extra)
 
 
 def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table3
 
     evaluation, extra = _one_model(args)
-    return _run_and_write(lambda: table3(evaluation, losses=args.losses, command=_command_line(argv), extra=extra),
-                          _table_writer(args, f"table3-{_slug(args.model)}"))
+    args.stem = _stem(args, [args.model], evaluation.n)
+    return _run_table(args, table3, evaluation, losses=args.losses, command=_command_line(argv), extra=extra)
 
 
 def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import pgdpp_table
 
     evaluations, extra = _all_models(args)
-    return _run_and_write(lambda: pgdpp_table(evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples,
-                                              clever_batches=args.clever_batches, command=_command_line(argv), extra=extra),
-                          _table_writer(args, "pgdpp"))
+    args.stem = _stem(args, args.models, next(iter(evaluations.values())).n)
+    return _run_table(args, pgdpp_table, evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples,
+                      clever_batches=args.clever_batches, command=_command_line(argv), extra=extra)
 
 
 def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
@@ -550,13 +588,12 @@ def run_demo(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     model = large_margin_mlp(seed=args.seed, log=log, show_progress=not args.quiet).to(device=args.torch_device, dtype=args.torch_dtype)
     x, y = synthetic_clusters(args.n, seed=args.seed + 2)
-    evaluation = Evaluation(model, x.to(device=args.torch_device, dtype=args.torch_dtype), y.to(args.torch_device),
-                            eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                            show_progress=not args.quiet)
+    evaluation = Evaluation(model, x, y, eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                            show_progress=not args.quiet, device=args.torch_device, dtype=args.torch_dtype)
     extra = {"model": "demo MLP 64-256-256-10, CE then a hinge on the logit margin (target 250)",
              "data": f"{args.n} synthetic clustered samples (64 features, 10 classes)"}
-    return _run_and_write(lambda: table2(evaluation, attacks=("fgsm", "pgd", "apgd"), command=_command_line(argv), extra=extra),
-                          _table_writer(args, "demo"))
+    args.stem = args.name or f"demo-linf-eps{args.eps:.4g}-{args.dtype}-n{args.n}-seed{args.seed}"
+    return _run_table(args, table2, evaluation, attacks=("fgsm", "pgd", "apgd"), command=_command_line(argv), extra=extra)
 
 
 def run_zoo(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -589,9 +626,47 @@ def _remove_if_unused(folder: Path | None) -> None:
 
 def _saved(error: BaseException, args: argparse.Namespace) -> str:
     paths = getattr(error, "saved", None)
+    stem = getattr(args, "stem", None)
+    journal = Path(args.out) / f"{stem}.journal" if args.out and stem else None
+    resume = (f"; the finished chunks are journaled in {journal}: rerun with --resume to continue"
+              if journal is not None and any(journal.glob("part-*.sqlite")) else "")
     if paths is None:
-        return "nothing had finished, nothing was written"
-    return f"the finished part, marked partial, is in {args.out}" if paths else "the finished part is printed above"
+        return "no column had finished, no report was written" + resume
+    return (f"the finished columns, marked partial, are in {args.out}" if paths else "the finished part is printed above") + resume
+
+
+_SHARDED = ("table1", "table2", "table3", "pgdpp")
+
+
+@contextmanager
+def _torchrun(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on CUDA with each rank on its
+    LOCAL_RANK device, gloo otherwise); every rank but 0 prints nothing but errors."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield
+        return
+    if args.command not in _SHARDED:
+        raise ValueError(f"mifpe {args.command} runs in one process; torchrun shards {', '.join(_SHARDED)}")
+    if not args.out:
+        raise ValueError("under torchrun --out is needed: the ranks share the journal there")
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.torch_device.type == "cuda":
+        args.torch_device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(args.torch_device)
+    dist.init_process_group("nccl" if args.torch_device.type == "cuda" else "gloo")
+    stdout = sys.stdout
+    if dist.get_rank() != 0:
+        args.quiet, sys.stdout = True, open(os.devnull, "w")  # noqa: SIM115 -- closed below
+    try:
+        yield
+    finally:
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
+        dist.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -606,7 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _validate(args)
-        args.run(args, argv)
+        with _torchrun(args):
+            args.run(args, argv)
     except KeyboardInterrupt as stop:
         _remove_if_unused(getattr(args, "new_out", None))
         print(f"{args.parser.prog}: interrupted (Ctrl-C); {_saved(stop, args)}", file=sys.stderr)
@@ -614,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _ERRORS as error:
         _remove_if_unused(getattr(args, "new_out", None))
         written = f" ({_saved(error, args)})" if getattr(error, "saved", None) is not None else ""
-        args.parser.error(_one_line(error) + written)
+        args.parser.error(one_line(error) + written)
     return 0
 
 

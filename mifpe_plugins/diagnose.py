@@ -293,30 +293,36 @@ def convergence_and_margins(
 # ----------------------------------------------------------------------------------------------
 
 
+def pgdpp_attacks(*, eps: float, l2_eps: float, steps: int) -> dict[tuple[str, str], tuple[str, dict]]:
+    """The PGD++ paper's Tables 2-5 protocol: (norm, label) -> (attack, keyword arguments) for FGSM
+    and PGD with CE, NJS, HNS and the beta = 0.1 heuristic, L-inf and L2 (plain PGD, constant step
+    eps/4 (L-inf) or eps/8 (L2), ``steps`` iterations, the last iterate)."""
+    losses = {"CE": "ce", "NJS": "njs", "HNS": "hns", "beta = 0.1": tempered("ce", 0.1)}
+    protocol = {}
+    for norm, radius, step in (("linf", eps, eps / 4), ("l2", l2_eps, l2_eps / 8)):
+        for label, loss in losses.items():
+            protocol[norm, f"FGSM {label}"] = ("fgsm", {"eps": radius, "norm": norm, "loss": loss})
+            protocol[norm, f"PGD {label}"] = ("pgd", {"eps": radius, "norm": norm, "loss": loss, "steps": steps, "step_size": step,
+                                                      "schedule": "constant", "momentum": None, "keep_best": False})
+    return protocol
+
+
 def pgdpp_comparison(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, l2_eps: float, steps: int, seed: int = 0,
     bar: tqdm | None = None, into: dict | None = None,
 ) -> dict:
-    """FGSM and PGD with CE against FGSM++ / PGD++ (NJS, HNS) and the beta = 0.1 heuristic, L-inf
-    and L2 (the PGD++ paper's Tables 2-5 protocol: plain PGD, constant step eps/4 (L-inf) or eps/8
-    (L2), ``steps`` iterations, the last iterate). ``into``, when given, is filled and returned, one
-    result at a time, so a caller keeps the finished ones if the rest is interrupted."""
+    """Robust accuracy under every attack of :func:`pgdpp_attacks`. ``into``, when given, is filled
+    and returned, one result at a time, so a caller keeps the finished ones if the rest is
+    interrupted."""
     clean = _accuracy(model, x, y)
-    losses = {"CE": "ce", "NJS": "njs", "HNS": "hns", "beta = 0.1": tempered("ce", 0.1)}
     out: dict = into if into is not None else {}
     out.update({"eps": {"linf": eps, "l2": l2_eps}, "steps": steps, "linf": {}, "l2": {}})
-    for norm, radius, step in (("linf", eps, eps / 4), ("l2", l2_eps, l2_eps / 8)):
-        for label, loss in losses.items():
-            generator = torch.Generator(device=x.device).manual_seed(seed)
-            one = fgsm(model, x, y, eps=radius, norm=norm, loss=loss)
-            out[norm][f"FGSM {label}"] = _robust(model, x, y, one, clean)
-            if bar is not None:
-                bar.update()
-            many = pgd(model, x, y, eps=radius, norm=norm, loss=loss, steps=steps, step_size=step, schedule="constant",
-                       momentum=None, keep_best=False, generator=generator)
-            out[norm][f"PGD {label}"] = _robust(model, x, y, many, clean)
-            if bar is not None:
-                bar.update()
+    for (norm, label), (attack, kwargs) in pgdpp_attacks(eps=eps, l2_eps=l2_eps, steps=steps).items():
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        x_adv = (fgsm if attack == "fgsm" else pgd)(model, x, y, generator=generator, **kwargs)
+        out[norm][label] = _robust(model, x, y, x_adv, clean)
+        if bar is not None:
+            bar.update()
     return out
 
 

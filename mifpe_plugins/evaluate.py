@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,16 +15,13 @@ from torch import Tensor
 from .attacks import apgd, fgsm, pgd
 from .attacks._common import (
     check_callable,
-    check_eps,
     check_inputs,
     check_label_range,
     check_labels,
-    check_logits,
-    in_training_mode,
-    resolve_generator,
     resolve_norm,
 )
-from .attacks._steps import norm_of
+from .engine import CLEAN, Chunks, Column, Shard, run_columns
+from .journal import Journal, claim
 
 __all__ = ["EvaluationResult", "evaluate", "robust_accuracy", "ATTACKS"]
 
@@ -49,10 +49,17 @@ class EvaluationResult:
     seconds : float
         Wall time of the attack calls (the device is synchronised before the clock stops).
     gradient_evaluations : int
-        Samples passed forward with autograd recording, summed over the run: one per sample per
-        attack step (plus one per sample per Jacobian for NJS/HNS).
+        Backward passes: samples passed forward with autograd recording, summed over the run: one
+        per sample per attack step (plus one per sample per Jacobian for NJS/HNS).
     adversarial : Tensor or None
         The adversarial inputs, when ``keep_adversarial=True``.
+    forward_passes : int
+        Samples passed forward by the attack, with or without autograd.
+    margin : Tensor
+        Per-sample margin ``z_y - max_{i != y} z_i`` at the adversarial input (float64).
+    gradients : Tensor
+        Per-sample loss-gradient evaluations (the steps the sample took; -1 for an attack that does
+        not report them).
     """
 
     clean_correct: Tensor
@@ -64,6 +71,9 @@ class EvaluationResult:
     settings: dict = field(default_factory=dict)
     adversarial: Tensor | None = None
     within_eps: Tensor | None = None
+    forward_passes: int = 0
+    margin: Tensor | None = None
+    gradients: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -77,6 +87,23 @@ class EvaluationResult:
     def robust_accuracy(self) -> float:
         return float(self.robust_correct.float().mean()) if self.n else float("nan")
 
+    def per_sample(self) -> dict[str, list]:
+        """The per-sample outcomes as columns: sample, clean and robust correctness, the final margin,
+        the perturbation norm, whether it is within eps, and gradient evaluations."""
+        n = self.n
+        def column(values: Tensor | None) -> list:
+            return [None] * n if values is None else values.detach().cpu().tolist()
+        return {"sample": list(range(n)), "clean_correct": [int(v) for v in column(self.clean_correct)],
+                "robust": [int(v) for v in column(self.robust_correct)], "margin": column(self.margin),
+                "norm": column(self.perturbation_norm.double()), "within_eps": column(self.within_eps),
+                "gradients": [None if g is None or g < 0 else g for g in column(self.gradients)]}
+
+    def to_pandas(self) -> Any:
+        """The per-sample outcomes as a pandas DataFrame (pandas must be installed)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.per_sample())
+
     def summary(self) -> dict:
         """JSON-ready numbers (accuracies in %, as the papers report them)."""
         return {
@@ -86,32 +113,11 @@ class EvaluationResult:
             "robust_accuracy": 100 * self.robust_accuracy,
             "seconds": self.seconds,
             "gradient_evaluations": self.gradient_evaluations,
+            "forward_passes": self.forward_passes,
             "max_perturbation_norm": float(self.perturbation_norm.max()) if self.n else 0.0,
             "all_within_eps": None if self.within_eps is None else bool(self.within_eps.all()),
             **{k: v for k, v in self.settings.items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
-
-
-class _GradientCounter:
-    """Wraps a model and counts samples forwarded while autograd records."""
-
-    def __init__(self, model: Callable[[Tensor], Tensor]) -> None:
-        self.model = model
-        self.count = 0
-
-    @property
-    def training(self) -> bool:
-        return in_training_mode(self.model)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.count += x.shape[0]
-        return self.model(x)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def evaluate(
@@ -123,35 +129,50 @@ def evaluate(
     batch_size: int = 256,
     keep_adversarial: bool = False,
     targets: Tensor | None = None,
+    seed: int = 0,
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
+    out: str | Path | None = None,
+    name: str = "evaluate",
+    resume: bool = False,
+    overwrite: bool = False,
     **attack_kwargs,
 ) -> EvaluationResult:
-    """Attack ``inputs`` batch by batch and measure clean and robust accuracy.
+    """Attack ``inputs`` chunk by chunk and measure clean and robust accuracy.
+
+    Runs through the evaluation engine (:mod:`mifpe_plugins.engine`): chunk ``i`` (``batch_size``
+    samples) draws its random start from a generator seeded by (``seed``, i), so the result
+    depends on the data, the settings and the chunk size only. With ``out`` every finished chunk
+    is journaled in ``out/<name>.journal`` and the per-sample outcomes are written to
+    ``out/<name>.samples.csv``; ``resume=True`` continues a stopped run.
 
     Parameters
     ----------
     model : callable
         Returns logits; used as given (call ``model.eval()`` first).
     inputs, labels : Tensor
-        The whole evaluation set (N, ...) and true classes (N,); batches are moved to nothing —
-        put them on the model's device first.
+        The whole evaluation set (N, ...) and true classes (N,), on the model's device.
     attack : {"fgsm", "pgd", "apgd"} or callable
         A core attack by name, or any ``attack(model, x, y, **kwargs) -> x_adv``.
     batch_size : int
-        Samples per attack call.
+        Samples per chunk (per attack call).
     keep_adversarial : bool
         Keep the adversarial inputs in the result.
     targets : Tensor, optional
         Target classes (N,) for a targeted attack (``targeted=True``, which needs them): the
         attack aims at ``targets`` while accuracy is measured against the true ``labels``.
+    seed : int
+        Seeds every chunk's generator.
     generator : torch.Generator, optional
-        Shared by all batches so each gets fresh random starts; seeded with 0 when omitted.
+        Kept for compatibility: its ``initial_seed()`` is used as ``seed``.
     progress : callable, optional
-        Called with the number of samples of each finished batch (e.g. a tqdm bar's ``update``).
+        Called with the number of samples of each finished chunk (e.g. a tqdm bar's ``update``).
+    out, name, resume, overwrite : optional
+        The folder and stem of the journal and per-sample file, and whether to continue or replace
+        an earlier run of that name (with neither, an existing one is an error).
     **attack_kwargs
         Passed to the attack (``eps``, ``loss``, ``steps``, ``targeted``, ...). A per-sample
-        ``eps`` of shape (N,) is sliced per batch.
+        ``eps`` of shape (N,) is sliced per chunk.
 
     Returns
     -------
@@ -161,9 +182,9 @@ def evaluate(
         key = attack.strip().lower()
         if key not in ATTACKS:
             raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)} or pass a callable")
-        attack_fn, name = ATTACKS[key], key
+        attack_fn, attack_name = ATTACKS[key], key
     elif callable(attack):
-        attack_fn, name = attack, getattr(attack, "__name__", type(attack).__name__)
+        attack_fn, attack_name = attack, getattr(attack, "__name__", type(attack).__name__)
     else:
         raise TypeError(f"attack must be a name or a callable, got {type(attack).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -175,65 +196,84 @@ def evaluate(
     total = inputs.shape[0]
     attack_labels = _attack_labels(labels, targets, inputs, targeted=bool(attack_kwargs.get("targeted")))
     norm = resolve_norm(attack_kwargs.get("norm", "linf"))
-    counter = _GradientCounter(model)
-    generator = resolve_generator(generator, inputs.device)
+    if generator is not None:
+        seed = generator.initial_seed()
     eps = attack_kwargs.pop("eps", None)
     if isinstance(eps, Tensor) and eps.dim() == 1 and eps.shape[0] != total:
         raise ValueError(f"eps must be a number, a 0-dim tensor or shape ({total},), got {tuple(eps.shape)}")
+    core = attack_fn in ATTACKS.values()
 
-    clean, robust, norms, within, adversarial = [], [], [], [], []
-    seconds = 0.0
-    for start in range(0, total, batch_size):
-        x = inputs[start : start + batch_size]
-        y = labels[start : start + batch_size]
-        y_attack = attack_labels[start : start + batch_size]
+    def run(counted: Callable, x: Tensor, y: Tensor, *, generator: torch.Generator, rows: slice) -> Tensor:
         kwargs = dict(attack_kwargs)
         if eps is not None:
-            kwargs["eps"] = eps[start : start + batch_size] if isinstance(eps, Tensor) and eps.dim() == 1 else eps
-        if attack_fn in ATTACKS.values():
+            kwargs["eps"] = eps[rows] if isinstance(eps, Tensor) and eps.dim() == 1 else eps
+        if core:
             kwargs["generator"] = generator
-        with torch.no_grad():
-            clean_logits = model(x)
-        # Checked here, where labels and targets can be told apart, before any attack work.
-        check_logits(clean_logits, x.shape[0])
-        check_label_range(y, clean_logits.shape[1])
+        y_attack = attack_labels[rows] if attack_labels is not labels else y
         if y_attack is not y:
-            check_label_range(y_attack, clean_logits.shape[1], name="targets")
-        _synchronize(x.device)
-        tic = time.perf_counter()
-        x_adv = attack_fn(counter, x, y_attack, **kwargs)
-        _synchronize(x.device)
-        seconds += time.perf_counter() - tic
-        with torch.no_grad():
-            clean_ok = clean_logits.argmax(dim=1) == y
-            # A sample counts as robust only if it is correct on both the clean and the attacked
-            # input: an attack that moves a misclassified sample onto the right class is no defence.
-            clean.append(clean_ok)
-            robust.append(clean_ok & (model(x_adv).argmax(dim=1) == y))
-        norms.append(norm_of((x_adv - x).detach(), norm))
-        if eps is not None:
-            within.append(_within_eps(x, x_adv.detach(), kwargs["eps"], norms[-1], norm))
-        if keep_adversarial:
-            adversarial.append(x_adv.detach())
-        if progress is not None:
-            progress(x.shape[0])
-
-    def cat(parts: list, dtype: torch.dtype) -> Tensor:
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=inputs.device)
+            with torch.no_grad():
+                check_label_range(y_attack, model(x[:1]).shape[1], name="targets")
+        return attack_fn(counted, x, y_attack, **kwargs)
 
     settings = {"eps": eps if not isinstance(eps, Tensor) else "per-sample", **attack_kwargs}
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in settings.items()}
-    return EvaluationResult(
-        clean_correct=cat(clean, torch.bool),
-        robust_correct=cat(robust, torch.bool),
-        perturbation_norm=cat(norms, inputs.dtype),
-        seconds=seconds,
-        gradient_evaluations=counter.count,
-        attack=name,
+    if total == 0:
+        empty = inputs.new_zeros(0, dtype=torch.bool)
+        return EvaluationResult(empty, empty, inputs.new_zeros(0), 0.0, 0, attack_name, settings,
+                                inputs[:0].clone() if keep_adversarial else None, None if eps is None else empty)
+    data = _Data(model, Chunks(inputs, labels, size=batch_size), seed)
+    column = Column(attack_name, run, norm=norm, eps=eps, settings={"attack": attack_name, **settings})
+    journal_settings = {"table": "evaluate", "n": total, "batch_size": batch_size, "seed": seed, "keep_adversarial": keep_adversarial,
+                        "dtype": str(inputs.dtype), "device": inputs.device.type, "column": column.settings}
+    journal = Journal(None if out is None else Path(out) / f"{name}.journal", journal_settings)
+    if out is not None:
+        claim(Path(out), name, journal, resume=resume, overwrite=overwrite)
+    results = run_columns({"model": data}, {"model": [column]}, journal=journal, shard=Shard(),
+                          keep_adversarial=keep_adversarial, show_progress=False, on_chunk=progress)
+    clean, attacked = results[("model", CLEAN)].arrays, results[("model", attack_name)]
+    device = inputs.device
+    clean_correct = torch.from_numpy(clean["prediction"] == clean["label"]).to(device)
+    arrays = attacked.arrays
+    result = EvaluationResult(
+        clean_correct=clean_correct,
+        robust_correct=clean_correct & ~torch.from_numpy(arrays["success"]).to(device),
+        perturbation_norm=torch.from_numpy(arrays["norm"]).to(device, inputs.dtype),
+        seconds=attacked.seconds,
+        gradient_evaluations=attacked.backward_passes,
+        attack=attack_name,
         settings=settings,
-        adversarial=cat(adversarial, inputs.dtype) if keep_adversarial else None,
-        within_eps=None if eps is None else cat(within, torch.bool),
+        adversarial=torch.from_numpy(arrays["adversarial"]).to(device) if keep_adversarial else None,
+        within_eps=torch.from_numpy(arrays["within_eps"]).to(device) if "within_eps" in arrays else None,
+        forward_passes=attacked.forward_passes,
+        margin=torch.from_numpy(arrays["margin"]).to(device),
+        gradients=torch.from_numpy(arrays["gradients"]).to(device),
     )
+    if out is not None:
+        _write_samples(result, Path(out) / f"{name}.samples.csv")
+    return result
+
+
+@dataclass
+class _Data:
+    """One model and its chunks, as the engine takes them; chunks stay where the inputs are."""
+
+    model: Callable[[Tensor], Tensor]
+    chunks: Chunks
+    seed: int
+
+    def chunk(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.chunks[index]
+
+
+def _write_samples(result: EvaluationResult, path: Path) -> None:
+    from .reports import write_files
+
+    frame = result.per_sample()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(frame)
+    writer.writerows(zip(*frame.values(), strict=True))
+    write_files(path.parent, {path.name: buffer.getvalue()})
 
 
 def _attack_labels(labels: Tensor, targets: Tensor | None, inputs: Tensor, *, targeted: bool) -> Tensor:
@@ -248,13 +288,6 @@ def _attack_labels(labels: Tensor, targets: Tensor | None, inputs: Tensor, *, ta
             "true classes that accuracy is measured against"
         )
     return check_labels(targets, inputs, name="targets")
-
-
-def _within_eps(x: Tensor, x_adv: Tensor, eps: float | Tensor, norms: Tensor, norm: str) -> Tensor:
-    """Whether each perturbation is within ``eps`` up to the rounding of ``x0 + delta``."""
-    radius = check_eps(eps, x)
-    tolerance = 4 * torch.finfo(x.dtype).eps * (radius + norm_of(x, norm) + norm_of(x_adv, norm))
-    return norms <= radius + tolerance
 
 
 def robust_accuracy(model: Callable[[Tensor], Tensor], inputs: Tensor, labels: Tensor, **kwargs) -> float:

@@ -18,24 +18,30 @@ from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
-__all__ = ["INLINE", "SCHEMA_VERSION", "Record", "csv_text", "markdown_table", "text", "write_files"]
+__all__ = ["INLINE", "SCHEMA_VERSION", "SKIP", "Record", "csv_text", "markdown_table", "one_line", "text", "write_files"]
 
 #: Version of the JSON layout of every report; raise it when a key changes meaning or goes away.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Field metadata: the field is a dict whose keys go into the parent's JSON object.
 INLINE = {"inline": True}
 
+#: Field metadata: the field stays out of the JSON (per-sample data, paths written).
+SKIP = {"skip": True}
+
 
 class Record:
     """Mixin for a dataclass that writes itself as JSON: its fields by name, values with a
-    ``to_json`` through it, ``INLINE`` fields merged into the object, and a field left out when
-    it is ``None`` and ``None`` is its default (a value not computed, as in a partial run)."""
+    ``to_json`` through it, ``INLINE`` fields merged into the object, ``SKIP`` fields left out, and
+    a field left out when it is ``None`` and ``None`` is its default (a value not computed, as in a
+    partial run)."""
 
     def to_json(self) -> dict:
         out: dict = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.metadata.get("skip"):
+                continue
             if f.metadata.get("inline"):
                 out.update(_json(value))
             elif value is not None or f.default is not None:
@@ -51,6 +57,13 @@ def _json(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_json(item) for item in value]
     return value
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line for people: its message's first non-empty line, quotes stripped (a
+    KeyError's repr), or the exception's type when it has no message."""
+    message = str(error).strip().strip("'\"")
+    return next((line.strip() for line in message.splitlines() if line.strip()), type(error).__name__)
 
 
 def text(value: object, digits: int = 2) -> str:

@@ -2,42 +2,59 @@
 ``mifpe table1 / table2 / table3 / pgdpp``.
 
 Every number is robust accuracy in % (lower = stronger attack); a sample is robust when it is
-classified correctly both clean and after the attack. Each function returns a :class:`Report`
-with the paper's numbers beside ours; :func:`write_report` writes it as Markdown (the papers'
-layout), JSON (``Report.to_json``) and a tidy CSV (one line per model x attack x loss).
+classified correctly both clean and after the attack. A table is planned as columns (one attack
+with one loss on one model), run by :func:`~mifpe_plugins.engine.run_columns` chunk by chunk
+(journaled, resumable, sharded under torchrun), then assembled into a :class:`Report` with the
+paper's numbers beside ours. With ``out`` a table writes, as ``<name>.*``: Markdown (the papers'
+layout), JSON (``Report.to_json``), a tidy CSV (one line per model x attack x loss), the
+per-sample outcomes (``<name>.samples.csv``) and, with ``save_adversarial``, the adversarial
+inputs (``<name>.adversarial/*.npy``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import json
-import time
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from . import published
-from .evaluate import evaluate
-from .losses import top_margin
+from .engine import CLEAN, Chunks, Column, ColumnResult, Shard, run_columns
+from .evaluate import ATTACKS
+from .journal import Journal, claim
 from .numerics import percent_underflowing, underflow_threshold
 from .papers import PAPER_PGDPP, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3
-from .progress import bar, keep_partial, log_above_bars
 from .provenance import provenance
-from .reports import INLINE, SCHEMA_VERSION, Record, csv_text, markdown_table, text, write_files
+from .reports import (
+    INLINE,
+    SCHEMA_VERSION,
+    SKIP,
+    Record,
+    csv_text,
+    markdown_table,
+    one_line,
+    text,
+    write_files,
+)
 
 __all__ = [
     "AttackRow", "Cell", "ConfigurationRow", "Evaluation", "ModelRow", "PAPER_PGDPP", "PAPER_TABLE1", "PAPER_TABLE2",
-    "PAPER_TABLE3", "PgdppRow", "Report", "TABLE1_LOSSES", "TIDY_COLUMNS", "pgdpp_table", "table1", "table2", "table3",
-    "to_csv", "to_markdown", "write_files", "write_report",
+    "PAPER_TABLE3", "PgdppRow", "Report", "SAMPLE_FIELDS", "TABLE1_LOSSES", "TIDY_COLUMNS", "pgdpp_table", "table1",
+    "table2", "table3", "to_csv", "to_markdown", "write_files", "write_report",
 ]
 
 TABLE1_LOSSES = ("ce", "cw", "dlr", "mifpe")
 
-#: The PGD++ tables' columns: title -> (norm, label in ``diagnose.pgdpp_comparison``).
+#: The PGD++ tables' columns: title -> (norm, label in ``diagnose.pgdpp_attacks``).
 _PGDPP_COLUMNS = {
     "FGSM": ("linf", "FGSM CE"), "FGSM beta=0.1": ("linf", "FGSM beta = 0.1"), "FGSM++ NJS": ("linf", "FGSM NJS"),
     "FGSM++ HNS": ("linf", "FGSM HNS"), "PGD": ("linf", "PGD CE"), "PGD beta=0.1": ("linf", "PGD beta = 0.1"),
@@ -55,25 +72,58 @@ TABLE3_CONFIGS = {
 #: The CSV's columns: one line per model x attack x loss; empty where a value was not computed
 #: (or, for the paper, where the paper has no number).
 TIDY_COLUMNS = ("model", "attack", "loss", "robust_accuracy", "clean_accuracy", "paper_robust_accuracy", "n", "seconds",
-                "gradient_evaluations", "interrupted")
+                "forward_passes", "backward_passes", "interrupted")
+
+#: Per attack column of ``<name>.samples.csv``: ``<column>/<field>``.
+SAMPLE_FIELDS = ("success", "margin", "norm", "gradients")
 
 
 @dataclass
 class Cell:
-    """One attack's outcome on the whole evaluation set."""
+    """One attack's outcome on the whole evaluation set: robust accuracy in %, attack seconds
+    (summed over chunks), samples passed forward and backward, and per-sample robustness."""
 
     robust_accuracy: float
     seconds: float
-    gradient_evaluations: int | None
-    robust: Tensor = field(repr=False)
+    forward_passes: int
+    backward_passes: int
+    robust: np.ndarray = field(repr=False)
 
     def to_json(self) -> dict:
         return {"robust_accuracy": self.robust_accuracy, "seconds": round(self.seconds, 3),
-                "gradient_evaluations": self.gradient_evaluations}
+                "forward_passes": self.forward_passes, "backward_passes": self.backward_passes}
 
 
 def _measured(cell: Cell | None) -> dict:
-    return cell.to_json() if cell is not None else dict.fromkeys(("robust_accuracy", "seconds", "gradient_evaluations"))
+    return cell.to_json() if cell is not None else dict.fromkeys(("robust_accuracy", "seconds", "forward_passes", "backward_passes"))
+
+
+def _percent(mask: np.ndarray) -> float:
+    # From the integer count, so that 937 of 1000 prints as 93.7, not 93.69999694824219.
+    return round(100 * int(mask.sum()) / mask.size, 10) if mask.size else math.nan
+
+
+def _clean_correct(clean: ColumnResult) -> np.ndarray:
+    return clean.arrays["prediction"] == clean.arrays["label"]
+
+
+def _cell(results: dict, model: str, column: str) -> Cell | None:
+    """The column's cell, when the column and its model's clean pass are complete."""
+    result, clean = results.get((model, column)), results.get((model, CLEAN))
+    if result is None or clean is None:
+        return None
+    robust = _clean_correct(clean) & ~result.arrays["success"]
+    return Cell(_percent(robust), result.seconds, result.forward_passes, result.backward_passes, robust)
+
+
+def _summary(clean: ColumnResult, dtype: torch.dtype) -> dict:
+    """Clean accuracy, and the share of correctly classified samples whose top-2 logit gap
+    exceeds lambda of the dtype."""
+    correct = _clean_correct(clean)
+    gaps = clean.arrays["top_gap"][correct]
+    return {"clean_accuracy": _percent(correct), "lambda": underflow_threshold(dtype),
+            "margin_median": float(np.median(gaps)) if gaps.size else math.nan,
+            "share_of_margins_above_lambda": percent_underflowing(torch.from_numpy(gaps), dtype)}
 
 
 @dataclass
@@ -83,98 +133,99 @@ class Evaluation:
     Parameters
     ----------
     model : nn.Module
-        In eval mode, on the inputs' device and dtype.
+        In eval mode, on ``device`` in ``dtype``.
     inputs, labels : Tensor
-        The evaluation set, on the model's device.
+        The evaluation set (any device: each chunk is moved to ``device`` when it is attacked); or
+        ``inputs`` a map-style dataset of ``(input, label)`` items and ``labels=None``.
     eps : float
         L-inf radius.
     steps : int
         Iterations of PGD and APGD (100 in the paper).
     batch_size : int
-        Samples per attack call.
+        Samples per chunk: every attack runs on one chunk at a time, and the chunk size is part of
+        the result (chunk i's randomness is seeded by (seed, i)).
     seed : int
-        Seeds every attack's generator (and AutoAttack's own seed).
+        Seeds every chunk's generator (and AutoAttack's own seed).
     show_progress : bool
-        Draw progress bars (and AutoAttack's log) on stderr.
+        Draw the progress bar on stderr.
+    device, dtype : optional
+        Where and in which dtype the attacks run; default the inputs' (the model's for a dataset).
     """
 
     model: nn.Module
-    inputs: Tensor
-    labels: Tensor
+    inputs: Tensor | Any
+    labels: Tensor | None = None
+    _: KW_ONLY
     eps: float
     steps: int = 100
     batch_size: int = 250
     seed: int = 0
     show_progress: bool = True
-    _clean: Tensor | None = field(default=None, repr=False)
+    device: torch.device | str | None = None
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        self.chunks = Chunks(self.inputs, self.labels, size=self.batch_size)
+        tensors = itertools.chain(self.model.parameters(), self.model.buffers()) if isinstance(self.model, nn.Module) else ()
+        reference = next((t for t in tensors if t.is_floating_point()), None)
+        given = self.inputs if isinstance(self.inputs, Tensor) else reference
+        self.device = torch.device(self.device if self.device is not None else given.device if given is not None else "cpu")
+        if self.dtype is None:
+            self.dtype = given.dtype if given is not None and given.is_floating_point() else torch.float32
 
     @property
     def n(self) -> int:
-        return int(self.labels.numel())
+        return self.chunks.n
+
+    def chunk(self, index: int) -> tuple[Tensor, Tensor]:
+        """Chunk ``index`` on the evaluation's device, inputs in its dtype."""
+        x, y = self.chunks[index]
+        return x.to(device=self.device, dtype=self.dtype), y.to(self.device)
+
+    def materialise(self, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """The first ``n`` samples (default all) as two tensors on the device."""
+        parts = [self.chunk(i) for i in range(len(self.chunks)) if self.chunks.rows(i).start < (self.n if n is None else n)]
+        return tuple(torch.cat(p)[:n] for p in zip(*parts, strict=True)) if parts else (torch.empty(0), torch.empty(0))
 
     def settings(self) -> dict:
         """What a report says about the run besides its provenance."""
-        return {"device": str(self.inputs.device), "dtype": str(self.inputs.dtype).removeprefix("torch."), "n": self.n,
+        return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "n": self.n,
                 "eps": self.eps, "steps": self.steps, "seed": self.seed, "batch_size": self.batch_size}
 
-    def clean_correct(self) -> Tensor:
-        if self._clean is None:
-            self._clean = self._correct(self.inputs)
-        return self._clean
-
-    def _correct(self, inputs: Tensor) -> Tensor:
-        with torch.no_grad():
-            return torch.cat([self.model(x).argmax(1) == y for x, y in
-                              zip(inputs.split(self.batch_size), self.labels.split(self.batch_size), strict=True)])
-
-    def summary(self) -> dict:
-        """Clean accuracy, and the share of correctly classified samples whose top-2 logit gap
-        exceeds lambda of the dtype."""
-        with torch.no_grad():
-            logits = torch.cat([self.model(x) for x in self.inputs.split(self.batch_size)])
-        correct = logits.argmax(1) == self.labels
-        delta = top_margin(logits)[correct]
-        median = float(delta.float().median()) if delta.numel() else float("nan")
-        return {"clean_accuracy": 100 * float(self.clean_correct().float().mean()),
-                "lambda": underflow_threshold(self.inputs.dtype), "margin_median": median,
-                "share_of_margins_above_lambda": percent_underflowing(delta, self.inputs.dtype)}
-
-    def core(self, attack: str, loss: str, desc: str, *, progress: tqdm | None = None, **kwargs) -> Cell:
-        """Robust accuracy under a core attack (``fgsm``, ``pgd``, ``apgd``) with ``loss``;
-        ``progress`` is a bar to name the attack on and count its samples in."""
-        generator = torch.Generator(device=self.inputs.device).manual_seed(self.seed)
+    def core(self, attack: str, loss: str | Callable, name: str, *, loss_name: str | None = None, **kwargs) -> Column:
+        """The column of a core attack (``fgsm``, ``pgd``, ``apgd``) with ``loss``; ``kwargs`` go to
+        the attack (``eps`` defaults to the evaluation's, ``steps`` too but for FGSM)."""
         if attack != "fgsm":
             kwargs.setdefault("steps", self.steps)
-        progress = bar(enabled=False) if progress is None else progress
-        progress.set_description(desc)
-        result = evaluate(self.model, self.inputs, self.labels, attack=attack, loss=loss, eps=self.eps,
-                          batch_size=self.batch_size, generator=generator, progress=progress.update, **kwargs)
-        return Cell(100 * result.robust_accuracy, result.seconds, result.gradient_evaluations, result.robust_correct)
+        eps, function = kwargs.pop("eps", self.eps), ATTACKS[attack]
 
-    def autoattack(self, loss: str, desc: str, *, progress: tqdm | None = None) -> Cell:
-        """Robust accuracy under AutoAttack (standard version, L-inf) with its own losses
-        (``loss="original"``) or with MIFPE in APGD and APGD-T (``loss="mifpe"``)."""
+        def run(model: Callable, x: Tensor, y: Tensor, *, generator: torch.Generator, rows: slice) -> Tensor:
+            return function(model, x, y, eps=eps, loss=loss, generator=generator, **kwargs)
+
+        described = loss_name or (loss if isinstance(loss, str) else repr(loss))
+        return Column(name, run, norm=kwargs.get("norm", "linf"), eps=eps,
+                      settings={"attack": attack, "loss": described, "eps": eps, **kwargs})
+
+    def autoattack(self, loss: str, name: str) -> Column:
+        """The column of AutoAttack (standard version, L-inf) with its own losses (``loss="original"``)
+        or with MIFPE in APGD and APGD-T (``loss="mifpe"``), run on each chunk with ``bs`` = the chunk."""
         from .adapters import autoattack as aa
 
-        # verbose=False keeps both distributions off stdout (upstream prints its log there).
-        common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.inputs.device, "seed": self.seed,
-                  "verbose": self.show_progress}
-        adversary = stock_autoattack(self.model, **common) if loss == "original" else aa.mifpe_autoattack(self.model, loss=loss, **common)
+        common = {"norm": "Linf", "eps": self.eps, "version": "standard", "device": self.device, "seed": self.seed,
+                  "verbose": False}
         with torch.no_grad():
-            classes = int(self.model(self.inputs[:1]).shape[1])
-        for member in ("apgd_targeted", "fab"):
-            attack = getattr(adversary, member, None)
-            if attack is not None and hasattr(attack, "n_target_classes"):
-                attack.n_target_classes = min(attack.n_target_classes, classes - 1)
-        progress = bar(enabled=False) if progress is None else progress
-        progress.set_description(desc)
-        tic = time.perf_counter()
-        with log_above_bars("auto-attack", desc, enabled=self.show_progress):
-            x_adv, _ = aa.run_standard_evaluation(adversary, self.inputs, self.labels, batch_size=self.batch_size)
-        seconds = time.perf_counter() - tic
-        progress.update(self.n)
-        robust = self.clean_correct() & self._correct(x_adv)
-        return Cell(100 * float(robust.float().mean()), seconds, None, robust)
+            classes = int(self.model(self.chunk(0)[0][:1]).shape[1]) if self.n else 2
+
+        def run(model: Callable, x: Tensor, y: Tensor, *, generator: torch.Generator, rows: slice) -> Tensor:
+            adversary = stock_autoattack(model, **common) if loss == "original" else aa.mifpe_autoattack(model, loss=loss, **common)
+            for member in ("apgd_targeted", "fab"):
+                attack = getattr(adversary, member, None)
+                if attack is not None and hasattr(attack, "n_target_classes"):
+                    attack.n_target_classes = min(attack.n_target_classes, classes - 1)
+            return aa.run_standard_evaluation(adversary, x, y, batch_size=x.shape[0])[0]
+
+        return Column(name, run, eps=self.eps, settings={"attack": "autoattack", "loss": loss, "version": "standard",
+                                                         "distribution": aa.describe_distribution()})
 
 
 # The records: one row type per table (its JSON keys, its tidy CSV lines), and the report.
@@ -258,7 +309,9 @@ class Report(Record):
 
     ``summary`` holds the clean accuracy and margins of a one-model table (empty otherwise);
     ``interrupted`` says why a partial report stopped. :meth:`to_json` writes the report with
-    ``schema_version``; :meth:`records` is its tidy form, the CSV's lines.
+    ``schema_version``; :meth:`records` is its tidy form, the CSV's lines; ``results`` holds the
+    per-sample outcomes of every column, :meth:`samples` their tidy form (``<name>.samples.csv``);
+    ``files`` lists what was written.
     """
 
     table: str
@@ -267,6 +320,8 @@ class Report(Record):
     summary: dict = field(default_factory=dict, metadata=INLINE)
     rows: list = field(default_factory=list)
     interrupted: str | None = None
+    results: dict[tuple[str, str], ColumnResult] = field(default_factory=dict, repr=False, metadata=SKIP)
+    files: list[Path] = field(default_factory=list, repr=False, metadata=SKIP)
 
     def to_json(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, **super().to_json()}
@@ -277,32 +332,116 @@ class Report(Record):
                   "n": self.settings["n"], "interrupted": self.interrupted}
         return [{**common, **record} for row in self.rows for record in row.records(self)]
 
+    def samples(self) -> tuple[list[str], list[list]]:
+        """The per-sample outcomes as (header, rows): one row per model x sample with its label,
+        clean prediction and margin, then per attack column its success (the adversarial input is
+        misclassified; robust = clean correct and not success), final margin z_y - max other,
+        perturbation norm and loss-gradient evaluations (empty where the attack does not count
+        them, as AutoAttack's). Floats are written exactly (shortest round-trip form)."""
+        names = list(dict.fromkeys(column for _, column in self.results if column != CLEAN))
+        header = ["model", "sample", "label", "clean_prediction", "clean_margin",
+                  *(f"{name}/{f}" for name in names for f in SAMPLE_FIELDS)]
+        rows: list[list] = []
+        for model in dict.fromkeys(model for model, _ in self.results):
+            clean = self.results.get((model, CLEAN))
+            if clean is None:
+                continue
+            columns = [[model] * clean.n, range(clean.n), *(clean.arrays[k].tolist() for k in ("label", "prediction", "margin"))]
+            for name in names:
+                result = self.results.get((model, name))
+                if result is None:
+                    columns += [[None] * clean.n] * len(SAMPLE_FIELDS)
+                    continue
+                gradients = [None if g < 0 else g for g in result.arrays["gradients"].tolist()]
+                columns += [result.arrays["success"].astype(np.int8).tolist(), result.arrays["margin"].tolist(),
+                            result.arrays["norm"].tolist(), gradients]
+            rows += [list(row) for row in zip(*columns, strict=True)]
+        return header, rows
 
-def _report(table: str, evaluation: Evaluation, command: str, extra: dict | None, *, one_model: bool = True,
-            autoattack: bool = False, **settings) -> Report:
+    def to_pandas(self, *, samples: bool = False) -> Any:
+        """The tidy table (or, with ``samples=True``, the per-sample outcomes) as a pandas DataFrame."""
+        import pandas as pd
+
+        if samples:
+            header, rows = self.samples()
+            return pd.DataFrame(rows, columns=header)
+        return pd.DataFrame(self.records(), columns=TIDY_COLUMNS)
+
+
+def _report(table: str, evaluation: Evaluation, command: str, extra: dict | None, *, autoattack: bool = False,
+            **settings) -> Report:
     origin = provenance(command)
     if autoattack:  # which AutoAttack distribution and version runs (the adapter's default)
         from .adapters import autoattack as aa
 
         origin["autoattack_distribution"] = aa.describe_distribution()
-    return Report(table, origin, {**evaluation.settings(), **(extra or {}), **settings},
-                  evaluation.summary() if one_model else {})
+    return Report(table, origin, {**evaluation.settings(), **(extra or {}), **settings})
 
 
-def _bar(report: Report, evaluation: Evaluation, runs: int):
-    """One bar over a table's attack runs, counted in samples, named after the running attack."""
-    return bar(total=runs * evaluation.n, desc=report.table, enabled=evaluation.show_progress, unit="sample")
+def _stopped(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted by Ctrl-C"
+    return f"stopped by an error: {one_line(error)}"
+
+
+def _execute(
+    report: Report, evaluations: dict[str, Evaluation], columns: dict[str, list[Column]],
+    assemble: Callable[[Report, dict], None], *, out: str | Path | None, name: str | None, resume: bool,
+    overwrite: bool, save_adversarial: bool,
+) -> Report:
+    """Run a table's columns through the engine and assemble its report; with ``out``, journal the
+    run in ``out/<name>.journal`` and write the report files. If the run stops, the exception
+    carries the report of the complete columns (``partial_report``) and the files written (``saved``)."""
+    first = next(iter(evaluations.values()))
+    shard = Shard.current()
+    settings = {**report.settings, "table": report.table, "device": first.device.type, "save_adversarial": save_adversarial,
+                "mifpe_plugins": report.provenance.get("mifpe_plugins"),
+                "columns": {model: {c.name: c.settings for c in cols} for model, cols in columns.items()}}
+    stem = name or report.table
+    journal = Journal(None if out is None else Path(out) / f"{stem}.journal", json.loads(json.dumps(settings, default=repr)),
+                      rank=shard.rank)
+    if out is not None and shard.rank == 0:
+        claim(Path(out), stem, journal, resume=resume, overwrite=overwrite)
+    shard.barrier()
+    try:
+        results = run_columns(evaluations, columns, journal=journal, shard=shard, keep_adversarial=save_adversarial,
+                              desc=report.table, show_progress=first.show_progress)
+    except BaseException as error:
+        partial = getattr(error, "partial_results", {})
+        if any(column != CLEAN for _, column in partial):
+            report.results, report.interrupted = partial, _stopped(error)
+            assemble(report, partial)
+            error.partial_report = report
+            error.saved = write_report(report, out, stem) if out is not None else []
+        raise
+    if shard.rank == 0:
+        report.results = results
+        assemble(report, results)
+        if out is not None:
+            report.files = write_report(report, out, stem)
+    return report
+
+
+def _model_key(extra: dict | None) -> str:
+    return str((extra or {}).get("model", "model"))
 
 
 def table2(
-    evaluation: Evaluation, *, attacks: Sequence[str] = ("fgsm", "pgd", "apgd", "autoattack"), command: str = "", extra: dict | None = None,
+    evaluation: Evaluation, *, attacks: Sequence[str] = ("fgsm", "pgd", "apgd", "autoattack"), command: str = "",
+    extra: dict | None = None, out: str | Path | None = None, name: str | None = None, resume: bool = False,
+    overwrite: bool = False, save_adversarial: bool = False,
 ) -> Report:
     """The MIFPE paper's Table 2: each attack with its original loss and with MIFPE, and the boost.
 
     FGSM and PGD-``steps`` (the Table-1 protocol) use CE originally; APGD-``steps`` uses DLR
-    (APGD_DLR); AutoAttack is the standard version, with MIFPE in its APGD and APGD-T. If the run
-    is stopped (Ctrl-C or an error) after a column, the exception carries the finished columns as
-    ``partial_report`` (this holds for every table function here).
+    (APGD_DLR); AutoAttack is the standard version, with MIFPE in its APGD and APGD-T.
+
+    The run options, shared by every table function: ``out`` is the folder of the report files
+    and the journal (``None``: nothing written, the journal in memory); ``name`` the files' stem
+    (default the table's name); ``resume`` continues the journal of a run with the same name and
+    settings, ``overwrite`` replaces it (with neither, an existing run is an error);
+    ``save_adversarial`` also writes the adversarial inputs. If the run stops (Ctrl-C, an error),
+    the exception carries the report of the finished columns as ``partial_report``.
     """
     steps = evaluation.steps
     plan = {"fgsm": ("FGSM", "ce", "FGSM"), "pgd": (f"PGD-{steps}", "ce", "PGD-100"),
@@ -310,94 +449,135 @@ def table2(
     unknown = [a for a in attacks if a not in plan]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(plan)}")
+    model = _model_key(extra)
     report = _report("table2", evaluation, command, extra, autoattack="autoattack" in attacks)
-    with keep_partial(report, lambda: bool(report.rows)), _bar(report, evaluation, 2 * len(attacks)) as progress:
+    columns = []
+    for key in attacks:
+        title, original_loss, _ = plan[key]
+        for loss in (original_loss, "mifpe"):
+            columns.append(evaluation.autoattack("original" if loss == "standard" else loss, f"{title} {loss}")
+                           if key == "autoattack" else evaluation.core(key, loss, f"{title} {loss}"))
+
+    def assemble(report: Report, results: dict) -> None:
+        if (model, CLEAN) in results:
+            report.summary = _summary(results[(model, CLEAN)], evaluation.dtype)
         for key in attacks:
             title, original_loss, paper_key = plan[key]
-            run = evaluation.autoattack if key == "autoattack" else partial(evaluation.core, key)
-            original = run("original" if key == "autoattack" else original_loss, f"{title} original loss", progress=progress)
+            original = _cell(results, model, f"{title} {original_loss}")
+            if original is None:
+                continue
             paper = {"attack": paper_key, **dict(zip(("original", "mifpe"), PAPER_TABLE2[paper_key], strict=True))}
-            row = AttackRow(title, original_loss, original, paper)
-            report.rows.append(row)
-            row.mifpe = run("mifpe", f"{title} MIFPE", progress=progress)
-            row.boost = original.robust_accuracy - row.mifpe.robust_accuracy
-    return report
+            mifpe = _cell(results, model, f"{title} mifpe")
+            report.rows.append(AttackRow(title, original_loss, original, paper, mifpe,
+                                         None if mifpe is None else round(original.robust_accuracy - mifpe.robust_accuracy, 10)))
+
+    return _execute(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
+                    overwrite=overwrite, save_adversarial=save_adversarial)
 
 
 def table1(
     evaluations: dict[str, Evaluation], *, losses: Sequence[str] = TABLE1_LOSSES, autoattack: bool = True,
-    command: str = "", extra: dict | None = None,
+    command: str = "", extra: dict | None = None, out: str | Path | None = None, name: str | None = None,
+    resume: bool = False, overwrite: bool = False, save_adversarial: bool = False,
 ) -> Report:
     """The MIFPE paper's Table 1: PGD-``steps`` per loss on each model, clean accuracy, AutoAttack
-    (the "best" column) and the per-sample worst case over every attack run."""
+    (the "best" column) and the per-sample worst case over every attack run. Run options as in
+    :func:`table2`."""
     first = next(iter(evaluations.values()))
-    report = _report("table1", first, command, extra, one_model=False, autoattack=autoattack, losses=list(losses))
-    runs = len(evaluations) * (len(losses) + autoattack)
-    with keep_partial(report, lambda: bool(report.rows)), _bar(report, first, runs) as progress:
-        for name, evaluation in evaluations.items():
-            paper = (published.paper_table1(name.removeprefix("published:")) if name.startswith("published:")
-                     else PAPER_TABLE1.get(name.removeprefix("zoo:")))
-            row = ModelRow(name, evaluation.summary(),
+    report = _report("table1", first, command, extra, autoattack=autoattack, losses=list(losses))
+    columns = {model: [*(e.core("pgd", loss, f"PGD-{e.steps} {loss}") for loss in losses),
+                       *([e.autoattack("original", "AutoAttack standard")] if autoattack else [])]
+               for model, e in evaluations.items()}
+
+    def assemble(report: Report, results: dict) -> None:
+        for model, evaluation in evaluations.items():
+            if (model, CLEAN) not in results:
+                continue
+            paper = (published.paper_table1(model.removeprefix("published:")) if model.startswith("published:")
+                     else PAPER_TABLE1.get(model.removeprefix("zoo:")))
+            row = ModelRow(model, _summary(results[(model, CLEAN)], evaluation.dtype),
                            paper=dict(zip(("row", "clean_accuracy", "pgd", "best"), paper, strict=True)) if paper else None)
-            robust_everywhere = evaluation.clean_correct().clone()
-            for loss in losses:
-                row.pgd[loss] = evaluation.core("pgd", loss, f"{name} PGD-{evaluation.steps} {loss}", progress=progress)
-                robust_everywhere &= row.pgd[loss].robust
-                if len(row.pgd) == 1:
-                    report.rows.append(row)
-            if autoattack:
-                row.autoattack = evaluation.autoattack("original", f"{name} AutoAttack", progress=progress)
-                robust_everywhere &= row.autoattack.robust
-            row.worst_case = 100 * float(robust_everywhere.float().mean())
-    return report
+            row.pgd = {loss: cell for loss in losses if (cell := _cell(results, model, f"PGD-{evaluation.steps} {loss}"))}
+            row.autoattack = _cell(results, model, "AutoAttack standard") if autoattack else None
+            cells = [*row.pgd.values(), *([row.autoattack] if row.autoattack else [])]
+            if len(cells) == len(columns[model]):  # robust against every attack, per sample
+                row.worst_case = _percent(np.logical_and.reduce([cell.robust for cell in cells]))
+            if cells:
+                report.rows.append(row)
+
+    return _execute(report, evaluations, columns, assemble, out=out, name=name, resume=resume, overwrite=overwrite,
+                    save_adversarial=save_adversarial)
 
 
-def table3(evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, command: str = "", extra: dict | None = None) -> Report:
+def table3(
+    evaluation: Evaluation, *, losses: Sequence[str] = TABLE1_LOSSES, command: str = "", extra: dict | None = None,
+    out: str | Path | None = None, name: str | None = None, resume: bool = False, overwrite: bool = False,
+    save_adversarial: bool = False,
+) -> Report:
     """The MIFPE paper's Table 3 (ablation): PGD-``steps`` per loss, plain (constant step
-    2.5 eps / steps), then with momentum 0.75, then with the 2 eps (1 - i / I) schedule."""
+    2.5 eps / steps), then with momentum 0.75, then with the 2 eps (1 - i / I) schedule. Run
+    options as in :func:`table2`."""
+    model = _model_key(extra)
     report = _report("table3", evaluation, command, extra, losses=list(losses))
-    with keep_partial(report, lambda: bool(report.rows)), _bar(report, evaluation, len(TABLE3_CONFIGS) * len(losses)) as progress:
+    columns = [evaluation.core("pgd", loss, f"{config} {loss}", **settings)
+               for config, settings in TABLE3_CONFIGS.items() for loss in losses]
+
+    def assemble(report: Report, results: dict) -> None:
+        if (model, CLEAN) in results:
+            report.summary = _summary(results[(model, CLEAN)], evaluation.dtype)
         for config, settings in TABLE3_CONFIGS.items():
-            row = ConfigurationRow(config, **settings, results={}, paper=PAPER_TABLE3[config])
-            for loss in losses:
-                row.results[loss] = evaluation.core("pgd", loss, f"{config} {loss}", progress=progress, **settings)
-                if len(row.results) == 1:
-                    report.rows.append(row)
-    return report
+            cells = {loss: cell for loss in losses if (cell := _cell(results, model, f"{config} {loss}"))}
+            if cells:
+                report.rows.append(ConfigurationRow(config, **settings, results=cells, paper=PAPER_TABLE3[config]))
+
+    return _execute(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
+                    overwrite=overwrite, save_adversarial=save_adversarial)
 
 
 def pgdpp_table(
     evaluations: dict[str, Evaluation], *, l2_eps: float, clever_samples: int = 0, clever_batches: int = 50,
-    command: str = "", extra: dict | None = None,
+    command: str = "", extra: dict | None = None, out: str | Path | None = None, name: str | None = None,
+    resume: bool = False, overwrite: bool = False, save_adversarial: bool = False,
 ) -> Report:
     """The PGD++ paper's Tables 2-5 on each model: FGSM / PGD with CE against FGSM++ / PGD++ (NJS,
     HNS) and the beta = 0.1 heuristic, L-inf and L2 (``steps`` iterations, constant step eps/4 or
-    eps/8, the last iterate); with ``clever_samples > 0`` also Table 11's mean CLEVER scores."""
-    from .diagnose import clever, pgdpp_comparison
+    eps/8, the last iterate); with ``clever_samples > 0`` also Table 11's mean CLEVER scores
+    (computed after the attacks, by rank 0, not journaled). Run options as in :func:`table2`."""
+    from .diagnose import clever, pgdpp_attacks
 
     first = next(iter(evaluations.values()))
-    report = _report("pgdpp", first, command, extra, one_model=False, l2_eps=l2_eps, columns=list(_PGDPP_COLUMNS),
+    report = _report("pgdpp", first, command, extra, l2_eps=l2_eps, columns=list(_PGDPP_COLUMNS),
                      clever_samples=clever_samples, clever_batches=clever_batches)
-    # pgdpp_comparison runs FGSM and PGD with 4 losses in 2 norms and counts each attack.
-    with keep_partial(report, lambda: bool(report.rows)), bar(total=16 * len(evaluations), desc="pgdpp",
-                                                               enabled=first.show_progress, unit="attack") as progress:
-        for name, evaluation in evaluations.items():
-            paper = PAPER_PGDPP.get(name.removeprefix("zoo:"))
-            row = PgdppRow(name, 100 * float(evaluation.clean_correct().float().mean()), {},
-                           paper={"row": paper[0], "results": paper[1]} if paper else None)
-            found: dict = {}
-            progress.set_description(f"{name} PGD++")
-            try:
-                pgdpp_comparison(evaluation.model, evaluation.inputs, evaluation.labels, eps=evaluation.eps,
-                                 l2_eps=l2_eps, steps=evaluation.steps, seed=evaluation.seed, bar=progress, into=found)
-            finally:  # the attacks finished so far count even when the rest is interrupted
-                row.results = {column: found[norm][label] for column, (norm, label) in _PGDPP_COLUMNS.items()
-                               if label in found.get(norm, {})}
-                if row.results:
-                    report.rows.append(row)
-            if clever_samples:
-                row.clever = clever(evaluation.model, evaluation.inputs, samples=clever_samples, batches=clever_batches,
-                                    seed=evaluation.seed)["means"]
+
+    def planned(evaluation: Evaluation) -> list[Column]:
+        protocol = pgdpp_attacks(eps=evaluation.eps, l2_eps=l2_eps, steps=evaluation.steps)
+        columns = []
+        for title, (norm, label) in _PGDPP_COLUMNS.items():
+            attack, kwargs = protocol[norm, label]
+            columns.append(evaluation.core(attack, kwargs.pop("loss"), title, loss_name=label, **kwargs))
+        return columns
+
+    columns = {model: planned(e) for model, e in evaluations.items()}
+
+    def assemble(report: Report, results: dict) -> None:
+        for model in evaluations:
+            if (model, CLEAN) not in results:
+                continue
+            cells = {title: cell.robust_accuracy for title in _PGDPP_COLUMNS if (cell := _cell(results, model, title))}
+            paper = PAPER_PGDPP.get(model.removeprefix("zoo:"))
+            if cells:
+                report.rows.append(PgdppRow(model, _percent(_clean_correct(results[(model, CLEAN)])), cells,
+                                            paper={"row": paper[0], "results": paper[1]} if paper else None))
+
+    report = _execute(report, evaluations, columns, assemble, out=out, name=name, resume=resume, overwrite=overwrite,
+                      save_adversarial=save_adversarial)
+    if clever_samples and report.rows:
+        for row in report.rows:
+            evaluation = evaluations[row.model]
+            row.clever = clever(evaluation.model, evaluation.materialise(clever_samples)[0], samples=clever_samples,
+                                batches=clever_batches, seed=evaluation.seed)["means"]
+        if out is not None:
+            report.files = write_report(report, out, name or report.table)
     return report
 
 
@@ -500,15 +680,37 @@ def to_csv(report: Report) -> str:
 
 
 def write_report(report: Report, out_dir: str | Path, stem: str | None = None) -> list[Path]:
-    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.csv`` into ``out_dir`` (atomically, as one set:
-    see :func:`~mifpe_plugins.reports.write_files`); return the paths."""
+    """Write ``<stem>.md``, ``.json``, ``.csv``, the per-sample ``<stem>.samples.csv`` and, where the
+    columns kept them, ``<stem>.adversarial/<model>--<column>.npy`` into ``out_dir`` (atomically, as
+    one set: see :func:`~mifpe_plugins.reports.write_files`); return the paths."""
     stem = stem or report.table
     title = f"# {stem}" + (" (partial)" if report.interrupted else "")
-    return write_files(out_dir, {
+    files: dict[str, str | bytes] = {
         f"{stem}.md": f"{title}\n\n" + to_markdown(report),
         f"{stem}.json": json.dumps(report.to_json(), indent=2) + "\n",
         f"{stem}.csv": to_csv(report),
-    })
+    }
+    if report.results:
+        header, rows = report.samples()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        files[f"{stem}.samples.csv"] = buffer.getvalue()
+    paths = write_files(out_dir, files)
+    adversarial = {f"{_file_name(model)}--{_file_name(column)}.npy": _npy(result.arrays["adversarial"])
+                   for (model, column), result in report.results.items() if "adversarial" in result.arrays}
+    return paths + (write_files(Path(out_dir) / f"{stem}.adversarial", adversarial) if adversarial else [])
+
+
+def _file_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def stock_autoattack(model: Callable[[Tensor], Tensor], norm: str | float = "Linf", eps: float = 8 / 255, **kwargs) -> object:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import large_margin_problem
 
-from mifpe_plugins import cli, tables
+from mifpe_plugins import cli, engine, tables
 from mifpe_plugins import diagnose as d
 from mifpe_plugins.cli import build_parser, main
 
@@ -29,7 +29,8 @@ def _in_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture
 def no_attack(monkeypatch):
-    """Fail the test (at once) if any table, audit, attack or the demo's training starts."""
+    """Fail the test (at once) if any table, audit, attack or the demo's training starts (a table's
+    columns are planned by Evaluation.core/.autoattack and run by engine._run_job)."""
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the problem was reported")
@@ -38,6 +39,7 @@ def no_attack(monkeypatch):
         monkeypatch.setattr(tables, name, forbidden)
     monkeypatch.setattr(tables.Evaluation, "core", forbidden)
     monkeypatch.setattr(tables.Evaluation, "autoattack", forbidden)
+    monkeypatch.setattr(engine, "_run_job", forbidden)
     monkeypatch.setattr(d, "diagnose", forbidden)
     monkeypatch.setattr(cli, "large_margin_mlp", forbidden)
 
@@ -103,7 +105,7 @@ def test_dtype_and_attack_list_conflicts_are_refused_before_starting(argv, messa
 def test_other_dtypes_run_without_the_autoattack_column(toy, tmp_path, capsys):
     model_path, data_path = toy
     assert main(["table2", "--model", model_path, "--data", data_path, "--dtype", "float64", "--attacks", "fgsm",
-                 "--eps", "0.3", "--out", str(tmp_path), "--quiet"]) == 0
+                 "--eps", "0.3", "--name", "table2-toy", "--out", str(tmp_path), "--quiet"]) == 0
     assert json.loads((tmp_path / "table2-toy.json").read_text())["dtype"] == "float64"
 
 
@@ -218,15 +220,41 @@ def _interrupt_at(monkeypatch, target, name: str, call: int) -> list:
     return calls
 
 
+_RUN_JOB = engine._run_job  # the engine's own, unpatched
+
+
+def _stop_at(monkeypatch, column: str, error: BaseException | None = None) -> list[str]:
+    """Make the engine raise ``error`` (default KeyboardInterrupt, as Ctrl-C does) as it starts the
+    first chunk of ``column``. Returns the column of every job started, in order (the toy data is
+    one chunk per column; each model's clean pass comes first)."""
+    started: list[str] = []
+
+    def run_job(evaluation, job, keep_adversarial):
+        started.append(job.column.name)
+        if job.column.name == column:
+            raise KeyboardInterrupt if error is None else error
+        return _RUN_JOB(evaluation, job, keep_adversarial)
+
+    monkeypatch.setattr(engine, "_run_job", run_job)
+    return started
+
+
+def _journaled(out: Path, stem: str) -> str:
+    """The end of the stop line when finished chunks are in the journal."""
+    return f"; the finished chunks are journaled in {out / f'{stem}.journal'}: rerun with --resume to continue"
+
+
 def test_ctrl_c_after_a_column_writes_it_marked_partial(toy, tmp_path, capsys, monkeypatch):
     model_path, data_path = toy
     out = tmp_path / "out"
-    # calls: FGSM CE, FGSM MIFPE, PGD CE (interrupted)
-    _interrupt_at(monkeypatch, tables.Evaluation, "core", 3)
-    assert _main(["table2", "--model", model_path, "--data", data_path, "--eps", "0.3", "--steps", "2",
-                 "--attacks", "fgsm,pgd,apgd", "--out", str(out), "--quiet"]) == 130
+    argv = ["table2", "--model", model_path, "--data", data_path, "--eps", "0.3", "--steps", "2", "--attacks",
+            "fgsm,pgd,apgd", "--name", "table2-toy", "--out", str(out), "--quiet"]
+    started = _stop_at(monkeypatch, "PGD-2 ce")
+    assert _main(argv) == 130
+    assert started == ["clean", "FGSM ce", "FGSM mifpe", "PGD-2 ce"]
     captured = capsys.readouterr()
-    assert captured.err == f"mifpe table2: interrupted (Ctrl-C); the finished part, marked partial, is in {out}\n"
+    assert captured.err == (f"mifpe table2: interrupted (Ctrl-C); the finished columns, marked partial, are in {out}"
+                            f"{_journaled(out, 'table2-toy')}\n")
     report = json.loads((out / "table2-toy.json").read_text())
     assert report["interrupted"] == "interrupted by Ctrl-C"
     assert [r["attack"] for r in report["rows"]] == ["FGSM"] and "boost" in report["rows"][0]
@@ -236,15 +264,26 @@ def test_ctrl_c_after_a_column_writes_it_marked_partial(toy, tmp_path, capsys, m
         lines = list(csv.DictReader(handle))
     assert [(r["attack"], r["loss"], r["interrupted"]) for r in lines] == [
         ("FGSM", "ce", "interrupted by Ctrl-C"), ("FGSM", "mifpe", "interrupted by Ctrl-C")]
+    with open(out / "table2-toy.samples.csv") as handle:  # per sample: the finished columns only
+        header = next(csv.reader(handle))
+    assert "FGSM ce/success" in header and "FGSM mifpe/success" in header and not any("PGD" in h for h in header)
     assert "| MIFPE loss |" in captured.out  # the finished part is printed too
-    assert sorted(p.name for p in out.iterdir()) == ["table2-toy.csv", "table2-toy.json", "table2-toy.md"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"table2-toy.{suffix}" for suffix in ("md", "json", "csv", "samples.csv", "journal"))
+    # --resume, as the line says, runs only the columns not finished and completes the report
+    started = _stop_at(monkeypatch, "none")
+    assert _main([*argv, "--resume"]) == 0
+    assert started == ["PGD-2 ce", "PGD-2 mifpe", "APGD_DLR-2 dlr", "APGD_DLR-2 mifpe"]
+    report = json.loads((out / "table2-toy.json").read_text())
+    assert "interrupted" not in report and [r["attack"] for r in report["rows"]] == ["FGSM", "PGD-2", "APGD_DLR-2"]
 
 
 def test_ctrl_c_inside_a_column_keeps_its_finished_half(toy, tmp_path, capsys, monkeypatch):
     model_path, data_path = toy
-    _interrupt_at(monkeypatch, tables.Evaluation, "core", 2)  # FGSM CE done, FGSM MIFPE interrupted
+    started = _stop_at(monkeypatch, "FGSM mifpe")  # FGSM CE done, FGSM MIFPE interrupted
     assert _main(["table2", "--model", model_path, "--data", data_path, "--eps", "0.3", "--attacks", "fgsm",
-                 "--out", str(tmp_path), "--quiet"]) == 130
+                 "--name", "table2-toy", "--out", str(tmp_path), "--quiet"]) == 130
+    assert started == ["clean", "FGSM ce", "FGSM mifpe"]
     rows = json.loads((tmp_path / "table2-toy.json").read_text())["rows"]
     assert "original" in rows[0] and "mifpe" not in rows[0]
     assert "| MIFPE loss | – |" in (tmp_path / "table2-toy.md").read_text()
@@ -253,28 +292,41 @@ def test_ctrl_c_inside_a_column_keeps_its_finished_half(toy, tmp_path, capsys, m
     assert [r["loss"] for r in lines] == ["ce", "mifpe"] and lines[0]["robust_accuracy"] and lines[1]["robust_accuracy"] == ""
 
 
-def test_ctrl_c_before_anything_finished_writes_nothing(toy, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(("column", "journaled"), [("clean", False), ("FGSM ce", True)])
+def test_ctrl_c_before_anything_finished_writes_nothing(column, journaled, toy, tmp_path, capsys, monkeypatch):
+    # Ctrl-C during the clean pass (nothing journaled), or during the first attack column (the
+    # clean pass is journaled): no column had finished, so there is no report, only the journal.
     model_path, data_path = toy
-    (tmp_path / "out").mkdir()
-    _interrupt_at(monkeypatch, tables.Evaluation, "core", 1)
-    assert _main(["table2", "--model", model_path, "--data", data_path, "--attacks", "fgsm", "--out",
-                 str(tmp_path / "out"), "--quiet"]) == 130
-    assert capsys.readouterr().err == "mifpe table2: interrupted (Ctrl-C); nothing had finished, nothing was written\n"
-    assert list((tmp_path / "out").iterdir()) == []
+    out = tmp_path / "out"
+    out.mkdir()
+    started = _stop_at(monkeypatch, column)
+    assert _main(["table2", "--model", model_path, "--data", data_path, "--attacks", "fgsm", "--name", "table2-toy",
+                  "--out", str(out), "--quiet"]) == 130
+    jobs = ["clean", "FGSM ce"]
+    assert started == jobs[:jobs.index(column) + 1]
+    suffix = _journaled(out, "table2-toy") if journaled else ""
+    assert capsys.readouterr().err == (f"mifpe table2: interrupted (Ctrl-C); no column had finished, no report was "
+                                       f"written{suffix}\n")
+    assert [p.name for p in out.iterdir()] == ["table2-toy.journal"]  # no .md, .json, .csv or .samples.csv
+    assert bool(list((out / "table2-toy.journal").glob("part-*.sqlite"))) is journaled
 
 
 def test_ctrl_c_keeps_finished_cells_of_table1_and_pgdpp(toy, tmp_path, capsys, monkeypatch):
     model_path, data_path = toy
     common = ["--data", data_path, "--eps", "0.3", "--steps", "2", "--out", str(tmp_path), "--quiet"]
-    _interrupt_at(monkeypatch, tables.Evaluation, "core", 2)
-    assert _main(["table1", "--models", model_path, "--losses", "ce,mifpe", "--no-autoattack", *common]) == 130
+    started = _stop_at(monkeypatch, "PGD-2 mifpe")
+    assert _main(["table1", "--models", model_path, "--losses", "ce,mifpe", "--no-autoattack", "--name", "table1",
+                  *common]) == 130
+    assert started == ["clean", "PGD-2 ce", "PGD-2 mifpe"]
     row = json.loads((tmp_path / "table1.json").read_text())["rows"][0]
     assert list(row["pgd"]) == ["ce"] and "worst_case" not in row
-    # PGD++: FGSM CE, PGD CE and FGSM NJS finish; the second PGD (NJS) is interrupted
-    _interrupt_at(monkeypatch, d, "pgd", 2)
-    assert _main(["pgdpp", "--models", model_path, "--l2-eps", "1", *common]) == 130
+    # PGD++: the L-inf FGSM columns and PGD, PGD beta=0.1 finish; PGD++ NJS is interrupted
+    started = _stop_at(monkeypatch, "PGD++ NJS")
+    assert _main(["pgdpp", "--models", model_path, "--l2-eps", "1", "--name", "pgdpp", *common]) == 130
+    finished = ["FGSM", "FGSM beta=0.1", "FGSM++ NJS", "FGSM++ HNS", "PGD", "PGD beta=0.1"]
+    assert started == ["clean", *finished, "PGD++ NJS"]
     row = json.loads((tmp_path / "pgdpp.json").read_text())["rows"][0]
-    assert list(row["results"]) == ["FGSM", "FGSM++ NJS", "PGD"]
+    assert list(row["results"]) == finished
     markdown = (tmp_path / "pgdpp.md").read_text()
     assert markdown.startswith("# pgdpp (partial)") and "| – |" in markdown
 
@@ -294,17 +346,11 @@ def test_ctrl_c_in_diagnose_keeps_the_finished_analyses(toy, tmp_path, capsys, m
 
 def test_an_error_mid_run_also_keeps_the_finished_columns(toy, tmp_path, capsys, monkeypatch):
     model_path, data_path = toy
-    original = tables.Evaluation.core
-
-    def out_of_memory(self, attack, *args, **kwargs):
-        if attack == "pgd":
-            raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
-        return original(self, attack, *args, **kwargs)
-
-    monkeypatch.setattr(tables.Evaluation, "core", out_of_memory)
+    _stop_at(monkeypatch, "PGD-100 ce", RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB"))
     line = _error(capsys, ["table2", "--model", model_path, "--data", data_path, "--eps", "0.3", "--attacks", "fgsm,pgd",
-                           "--out", str(tmp_path), "--quiet"])
-    assert line == f"mifpe table2: error: CUDA out of memory. (the finished part, marked partial, is in {tmp_path})"
+                           "--name", "table2-toy", "--out", str(tmp_path), "--quiet"])
+    assert line == (f"mifpe table2: error: CUDA out of memory. (the finished columns, marked partial, are in {tmp_path}"
+                    f"{_journaled(tmp_path, 'table2-toy')})")
     report = json.loads((tmp_path / "table2-toy.json").read_text())
     assert report["interrupted"] == "stopped by an error: CUDA out of memory." and len(report["rows"]) == 1
 
@@ -314,24 +360,26 @@ def test_sigint_to_a_running_command(toy, tmp_path):
     model_path, data_path = toy
     script = (
         "import os, signal, sys\n"
-        "from mifpe_plugins import tables\n"
+        "from mifpe_plugins import engine\n"
         "from mifpe_plugins.cli import main\n"
-        "original, calls = tables.Evaluation.core, []\n"
-        "def core(self, *args, **kwargs):\n"
-        "    calls.append(1)\n"
-        "    if len(calls) == 3:\n"
+        "original = engine._run_job\n"
+        "def run_job(evaluation, job, keep_adversarial):\n"
+        "    if job.column.name == 'PGD-2 ce':  # once both FGSM columns are done\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "    return original(self, *args, **kwargs)\n"
-        "tables.Evaluation.core = core\n"
+        "    return original(evaluation, job, keep_adversarial)\n"
+        "engine._run_job = run_job\n"
         "raise SystemExit(main(sys.argv[1:]))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-c", script, "table2", "--model", model_path, "--data", data_path, "--eps", "0.3",
-                           "--steps", "2", "--attacks", "fgsm,pgd", "--out", str(tmp_path / "out"), "--quiet"],
+                           "--steps", "2", "--attacks", "fgsm,pgd", "--name", "table2-toy", "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 130, done.stderr
-    assert done.stderr.splitlines() == [f"mifpe table2: interrupted (Ctrl-C); the finished part, marked partial, is in {tmp_path / 'out'}"]
-    assert json.loads((tmp_path / "out" / "table2-toy.json").read_text())["interrupted"] == "interrupted by Ctrl-C"
+    assert done.stderr.splitlines() == [f"mifpe table2: interrupted (Ctrl-C); the finished columns, marked partial, are "
+                                        f"in {out}{_journaled(out, 'table2-toy')}"]
+    report = json.loads((out / "table2-toy.json").read_text())
+    assert report["interrupted"] == "interrupted by Ctrl-C" and [r["attack"] for r in report["rows"]] == ["FGSM"]
 
 
 def test_result_files_are_written_as_one_set(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from conftest import ScaledLinear, make_mlp_data
 
 from mifpe_plugins import diagnose as d
 from mifpe_plugins.cli import main
+from mifpe_plugins.reports import SCHEMA_VERSION
 
 
 def between_lambdas(n: int = 16, dim: int = 20, classes: int = 5):
@@ -106,7 +107,7 @@ def test_cli_diagnose_writes_report_and_figures(tmp_path, capsys):
     verdict = capsys.readouterr().out
     assert "underflow" in verdict
     report = json.loads((out / "report.json").read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == SCHEMA_VERSION
     assert report["n"] == 10 and report["steps"] == 4 and report["model"] == str(model_path)
     assert report["zero_gradient"]["float32"]["zero_ratio"] == 100.0
     for name in ("fig2_margins.png", "fig3_relative_error.png", "fig4_5_ft_pgd.png", "fig6_fnz_pgd.png",

@@ -51,7 +51,8 @@ def test_cli_demo_shows_the_boost(tmp_path, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| MIFPE loss |" in table
-    report = json.loads((tmp_path / "demo.json").read_text())
+    stem = "demo-linf-eps0.1-float32-n120-seed0"  # the default name: what the numbers depend on
+    report = json.loads((tmp_path / f"{stem}.json").read_text())
     assert report["command"] == "mifpe " + " ".join(argv)  # the command that ran, not sys.argv
     assert [r["attack"] for r in report["rows"]] == ["FGSM", "PGD-20", "APGD_DLR-20"]
     assert report["share_of_margins_above_lambda"] > 50
@@ -59,14 +60,14 @@ def test_cli_demo_shows_the_boost(tmp_path, capsys):
     # on a model whose margins exceed lambda, CE-PGD stalls near clean accuracy and MIFPE does not
     assert pgd_row["original"]["robust_accuracy"] >= report["clean_accuracy"] - 5
     assert pgd_row["mifpe"]["robust_accuracy"] < pgd_row["original"]["robust_accuracy"] - 30
-    assert (tmp_path / "demo.md").read_text().startswith("# demo\n")
-    assert (tmp_path / "demo.csv").exists()
+    assert (tmp_path / f"{stem}.md").read_text().startswith(f"# {stem}\n")
+    assert (tmp_path / f"{stem}.csv").exists()
 
 
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--n", "0"])
-    assert exit_info.value.code == 2 and "--n: must be an integer >= 1" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--n/--samples: must be an integer >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--eps=-1"])
     assert exit_info.value.code == 2 and "--eps: must be a number >= 0" in capsys.readouterr().err
@@ -81,4 +82,4 @@ def test_python_dash_m_is_the_mifpe_command():
     assert done.returncode == 0 and "usage: mifpe table2" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "mifpe_plugins", "table2", "--n", "0"], capture_output=True, text=True,
                          timeout=120)
-    assert bad.returncode == 2 and "--n: must be an integer >= 1" in bad.stderr
+    assert bad.returncode == 2 and "--n/--samples: must be an integer >= 1" in bad.stderr

@@ -220,7 +220,7 @@ def test_table1_prints_the_paper_row_beside_the_published_model(shared, tmp_path
     assert published.paper_table1("nope") is None
     out = tmp_path / "out"
     assert main(["table1", "--models", SPEC, "--model-dir", str(shared), "--data", f"mnist:{shared / 'mnist'}",
-                 "--n", "8", "--steps", "2", "--no-autoattack", "--out", str(out), "--quiet"]) == 0
+                 "--n", "8", "--steps", "2", "--no-autoattack", "--name", "table1", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "table1.json").read_text())
     assert report["eps"] == 0.3 and report["n"] == 8
     assert "93.67" in (out / "table1.md").read_text()

@@ -9,6 +9,7 @@ import torch
 from conftest import large_margin_problem
 
 from mifpe_plugins.cli import main
+from mifpe_plugins.reports import SCHEMA_VERSION
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,7 @@ def test_table2_structure_and_boost_sign(toy_files, tmp_path, capsys):
     model_path, data_path = toy_files
     out = tmp_path / "out"
     printed = _run(capsys, "table2", "--model", str(model_path), "--data", str(data_path), "--eps", "0.3",
-                   "--steps", "10", "--out", str(out), "--quiet")
+                   "--steps", "10", "--name", "table2-toy", "--out", str(out), "--quiet")
     report = json.loads((out / "table2-toy.json").read_text())
     assert [r["attack"] for r in report["rows"]] == ["FGSM", "PGD-10", "APGD_DLR-10", "AutoAttack"]
     assert report["n"] == 12 and report["eps"] == 0.3 and report["dtype"] == "float32"
@@ -76,7 +77,8 @@ def test_table1_and_table3(toy_files, tmp_path, capsys):
     common = ["--data", str(data_path), "--eps", "0.3", "--steps", "5", "--out", str(out), "--quiet"]
     copy = tmp_path / "copy.ts"
     copy.write_bytes(model_path.read_bytes())
-    _run(capsys, "table1", "--models", f"{model_path},{copy}", "--losses", "ce,mifpe", "--no-autoattack", *common)
+    _run(capsys, "table1", "--models", f"{model_path},{copy}", "--losses", "ce,mifpe", "--no-autoattack", "--name", "table1",
+         *common)
     report = json.loads((out / "table1.json").read_text())
     assert len(report["rows"]) == 2 and report["losses"] == ["ce", "mifpe"]
     row = report["rows"][0]
@@ -84,7 +86,7 @@ def test_table1_and_table3(toy_files, tmp_path, capsys):
     assert row["worst_case"] <= min(cell["robust_accuracy"] for cell in row["pgd"].values())
     assert "autoattack" not in row
 
-    _run(capsys, "table3", "--model", str(model_path), "--losses", "ce,cw,mifpe", *common)
+    _run(capsys, "table3", "--model", str(model_path), "--losses", "ce,cw,mifpe", "--name", "table3-toy", *common)
     report = json.loads((out / "table3-toy.json").read_text())
     assert [r["configuration"] for r in report["rows"]] == ["PGD", "+ momentum", "+ step-size schedule"]
     assert report["rows"][0]["momentum"] is None and report["rows"][2]["schedule"] == "linear"
@@ -96,7 +98,7 @@ def test_table1_and_table3(toy_files, tmp_path, capsys):
 
 def test_table1_puts_the_papers_row_beside_a_zoo_model(capsys, tmp_path):
     _run(capsys, "table1", "--models", "zoo:trades,zoo:standard", "--losses", "ce", "--no-autoattack", "--n", "4",
-         "--steps", "1", "--out", str(tmp_path), "--quiet")
+         "--steps", "1", "--name", "table1", "--out", str(tmp_path), "--quiet")
     rows = {row["model"]: row for row in json.loads((tmp_path / "table1.json").read_text())["rows"]}
     assert rows["zoo:trades"]["paper"]["row"] == "MNIST TRADES, SmallCNN"
     assert rows["zoo:trades"]["paper"]["pgd"]["mifpe"] == 93.67
@@ -106,7 +108,8 @@ def test_table1_puts_the_papers_row_beside_a_zoo_model(capsys, tmp_path):
 def test_zoo_model_on_bundled_data(capsys, tmp_path):
     # the default command's path: zoo model, bundled data; a few samples and one cheap attack
     printed = _run(capsys, "table2", "--n", "8", "--attacks", "fgsm", "--out", str(tmp_path), "--quiet")
-    report = json.loads((tmp_path / "table2-zoo-large-margin.json").read_text())
+    # the default name says what the numbers depend on: table, model, data, norm and eps, dtype, n
+    report = json.loads((tmp_path / "table2-zoo-large-margin-bundled-linf-eps0.1-float32-n8.json").read_text())
     assert report["model"] == "zoo:large-margin" and report["data"] == "bundled" and report["eps"] == 0.1
     assert report["model_source"] == {"kind": "zoo", "name": "large-margin"}
     assert "| FGSM |" in printed
@@ -162,7 +165,7 @@ def test_pgdpp_table(toy_files, tmp_path, capsys):
     model_path, data_path = toy_files
     out = tmp_path / "out"
     _run(capsys, "pgdpp", "--models", str(model_path), "--data", str(data_path), "--eps", "0.3", "--l2-eps", "1.0",
-         "--steps", "5", "--clever-samples", "2", "--clever-batches", "2", "--out", str(out), "--quiet")
+         "--steps", "5", "--clever-samples", "2", "--clever-batches", "2", "--name", "pgdpp", "--out", str(out), "--quiet")
     report = json.loads((out / "pgdpp.json").read_text())
     row = report["rows"][0]
     assert report["columns"] == list(row["results"]) and "PGD++ NJS" in row["results"] and "L2 PGD++ HNS" in row["results"]
@@ -178,7 +181,7 @@ def test_pgdpp_table(toy_files, tmp_path, capsys):
     assert float(njs["robust_accuracy"]) == pytest.approx(row["results"]["L2 PGD++ NJS"], abs=1e-4)
 
 
-_NUMERIC = ("robust_accuracy", "clean_accuracy", "paper_robust_accuracy", "n", "seconds", "gradient_evaluations")
+_NUMERIC = ("robust_accuracy", "clean_accuracy", "paper_robust_accuracy", "n", "seconds", "forward_passes", "backward_passes")
 
 
 def test_csv_is_tidy_numbers_and_json_has_a_schema_version(toy_files, tmp_path, capsys):
@@ -187,13 +190,13 @@ def test_csv_is_tidy_numbers_and_json_has_a_schema_version(toy_files, tmp_path, 
     copy.write_bytes(model_path.read_bytes())
     out = tmp_path / "out"
     _run(capsys, "table1", "--models", f"{model_path},{copy}", "--losses", "ce,mifpe", "--no-autoattack", "--data",
-         str(data_path), "--eps", "0.3", "--steps", "3", "--out", str(out), "--quiet")
+         str(data_path), "--eps", "0.3", "--steps", "3", "--name", "table1", "--out", str(out), "--quiet")
     report = json.loads((out / "table1.json").read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == SCHEMA_VERSION
     with open(out / "table1.csv") as handle:
         reader = csv.DictReader(handle)
         lines = list(reader)
-    assert reader.fieldnames == ["model", "attack", "loss", *_NUMERIC[:3], "n", "seconds", "gradient_evaluations", "interrupted"]
+    assert reader.fieldnames == ["model", "attack", "loss", *_NUMERIC, "interrupted"]
     # one line per model x attack x loss: PGD per loss, then the per-sample worst case over them
     assert [(line["model"], line["attack"], line["loss"]) for line in lines] == [
         (str(m), a, loss) for m in (model_path, copy) for a, loss in (("PGD-3", "ce"), ("PGD-3", "mifpe"), ("worst case", ""))]

@@ -492,6 +492,15 @@ class Outcome:
         self.best = x0.clone()
         self.found = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
         self.best_loss = torch.full((x0.shape[0],), float("-inf"), dtype=x0.dtype, device=x0.device)
+        # Loss-gradient evaluations per sample: the steps it took, over every run.
+        self.gradients = torch.zeros(x0.shape[0], dtype=torch.int64, device=x0.device)
+
+    def count(self, index: Tensor | None = None) -> None:
+        """One gradient evaluation more for the samples ``index`` (all when ``None``)."""
+        if index is None:
+            self.gradients += 1
+        else:
+            self.gradients.index_add_(0, index, torch.ones_like(index))
 
     def record(self, success: Tensor, x: Tensor, loss: Tensor, index: Tensor | None = None) -> None:
         """Record the evaluated points ``x`` of the samples ``index`` (all samples when ``None``)."""

@@ -8,7 +8,9 @@ written once here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +41,22 @@ from ._steps import Ball
 # _COMPACT_BELOW of the current rows are still active.
 _COMPACT_EVERY = 5
 _COMPACT_BELOW = 0.75
+
+
+_TALLIES: ContextVar[list[Tensor] | None] = ContextVar("mifpe_gradient_tallies", default=None)
+
+
+@contextmanager
+def per_sample_gradients() -> Iterator[list[Tensor]]:
+    """Inside the block, every iterative attack call appends to the yielded list its per-sample
+    count of loss-gradient evaluations (int64, shape (B,)): the steps each sample took, summed over
+    targets and restarts. Batch shrinking makes these differ per sample; nothing syncs the host."""
+    tallies: list[Tensor] = []
+    token = _TALLIES.set(tallies)
+    try:
+        yield tallies
+    finally:
+        _TALLIES.reset(token)
 
 
 class Stepper(Protocol):
@@ -111,6 +129,9 @@ def run_attack(model: Model, batch: Batch, stepper: Stepper, plan: Plan, *, targ
         for restart in range(plan.restarts):
             _run_once(model, objective, outcome, ball, stepper, plan, shrink=shrink,
                       report=_Reporter(plan.callback, objective, restart, target))
+    tallies = _TALLIES.get()
+    if tallies is not None:
+        tallies.append(outcome.gradients)
     return outcome.result()
 
 
@@ -144,6 +165,7 @@ def _run_once(model: Model, objective: Objective, outcome: Outcome, ball: Ball, 
                 x, ball, objective = x[keep], ball.subset(keep), objective.subset(keep)
                 stepper.subset(keep)
         loss, grad, logits = objective(x)
+        outcome.count(index)
         success = objective.success(logits)
         if plan.keep_best:
             outcome.record(success, x, loss, index)
