@@ -29,7 +29,7 @@ from .temperature import HNS, NJS, hns_beta, njs_beta, njs_beta1, prop1_beta
 
 install()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",

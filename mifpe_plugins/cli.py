@@ -503,6 +503,7 @@ def _stem(args: argparse.Namespace, models: Sequence[str], n: int) -> str:
 def _one_model(args: argparse.Namespace):
     """The evaluation of ``--model`` on ``--data``, and the report fields that say what they were."""
     evaluation, source = _evaluation(args.model, args, _load_data(args))
+    args.stem = _stem(args, [args.model], evaluation.n)
     return evaluation, {"model": args.model, "model_source": source, "data": args.data}
 
 
@@ -512,6 +513,7 @@ def _all_models(args: argparse.Namespace):
     evaluations, sources = {}, {}
     for spec in args.models:
         evaluations[spec], sources[spec] = _evaluation(spec, args, data)
+    args.stem = _stem(args, args.models, evaluations[args.models[0]].n)
     return evaluations, {"models": args.models, "model_sources": sources, "data": args.data}
 
 
@@ -519,7 +521,6 @@ def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table2
 
     evaluation, extra = _one_model(args)
-    args.stem = _stem(args, [args.model], evaluation.n)
     return _run_table(args, table2, evaluation, attacks=args.attacks, command=_command_line(argv), extra=extra)
 
 
@@ -527,7 +528,6 @@ def run_table1(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table1
 
     evaluations, extra = _all_models(args)
-    args.stem = _stem(args, args.models, next(iter(evaluations.values())).n)
     return _run_table(args, table1, evaluations, losses=args.losses, autoattack=not args.no_autoattack,
                       command=_command_line(argv), extra=extra)
 
@@ -536,7 +536,6 @@ def run_table3(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import table3
 
     evaluation, extra = _one_model(args)
-    args.stem = _stem(args, [args.model], evaluation.n)
     return _run_table(args, table3, evaluation, losses=args.losses, command=_command_line(argv), extra=extra)
 
 
@@ -544,7 +543,6 @@ def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     from .tables import pgdpp_table
 
     evaluations, extra = _all_models(args)
-    args.stem = _stem(args, args.models, next(iter(evaluations.values())).n)
     return _run_table(args, pgdpp_table, evaluations, l2_eps=args.l2_eps, clever_samples=args.clever_samples,
                       clever_batches=args.clever_batches, command=_command_line(argv), extra=extra)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,13 +33,28 @@ from .journal import ChunkRecord, Journal
 from .losses import logit_margin, top_margin
 from .progress import bar
 
-__all__ = ["Chunks", "Column", "ColumnResult", "Interrupted", "PassCounter", "Shard", "chunk_generator", "run_columns"]
+__all__ = ["Chunks", "Column", "ColumnResult", "PassCounter", "Shard", "chunk_generator", "describe", "run_columns"]
 
 #: The clean pass of every model: a column with no attack.
 CLEAN = "clean"
 
 #: (model, x, y, generator=, rows=) -> adversarial x; ``rows`` is the chunk's slice of the set.
 AttackFn = Callable[..., Tensor]
+
+
+def describe(value: object) -> object:
+    """A JSON value for a setting: JSON types as they are, anything else by its repr without
+    memory addresses (so that the same function or loss object describes itself the same way in
+    every process)."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, dict):
+        return {str(k): describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if isinstance(value, Tensor):
+        return f"tensor of shape {tuple(value.shape)}, {str(value.dtype).removeprefix('torch.')}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -152,10 +168,6 @@ class ColumnResult:
     @property
     def n(self) -> int:
         return len(next(iter(self.arrays.values())))
-
-
-class Interrupted(Exception):
-    """Carries the columns finished before a run stopped (see :func:`run_columns`)."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +292,8 @@ def run_columns(
     """
     journal = journal or Journal(None, {})
     shard = shard or Shard.current()
+    if shard.world > 1 and journal.folder is None:
+        raise ValueError(f"{shard.world} processes share a run through its journal: give the run an output folder (out=, --out)")
     log = log or (lambda message: print(message, file=sys.stderr))
     jobs = [_Job(key, column, chunk) for key, evaluation in evaluations.items()
             for column in (Column(CLEAN, _no_attack), *columns.get(key, ())) for chunk in range(len(evaluation.chunks))]

@@ -20,7 +20,7 @@ from .attacks._common import (
     check_labels,
     resolve_norm,
 )
-from .engine import CLEAN, Chunks, Column, Shard, run_columns
+from .engine import CLEAN, Chunks, Column, Shard, describe, run_columns
 from .journal import Journal, claim
 
 __all__ = ["EvaluationResult", "evaluate", "robust_accuracy", "ATTACKS"]
@@ -216,7 +216,7 @@ def evaluate(
         return attack_fn(counted, x, y_attack, **kwargs)
 
     settings = {"eps": eps if not isinstance(eps, Tensor) else "per-sample", **attack_kwargs}
-    settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in settings.items()}
+    settings = {k: v if isinstance(v, (int, float, str, bool, type(None))) else describe(v) for k, v in settings.items()}
     if total == 0:
         empty = inputs.new_zeros(0, dtype=torch.bool)
         return EvaluationResult(empty, empty, inputs.new_zeros(0), 0.0, 0, attack_name, settings,

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from . import published
-from .engine import CLEAN, Chunks, Column, ColumnResult, Shard, run_columns
+from .engine import CLEAN, Chunks, Column, ColumnResult, Shard, describe, run_columns
 from .evaluate import ATTACKS
 from .journal import Journal, claim
 from .numerics import percent_underflowing, underflow_threshold
@@ -202,9 +202,8 @@ class Evaluation:
         def run(model: Callable, x: Tensor, y: Tensor, *, generator: torch.Generator, rows: slice) -> Tensor:
             return function(model, x, y, eps=eps, loss=loss, generator=generator, **kwargs)
 
-        described = loss_name or (loss if isinstance(loss, str) else repr(loss))
         return Column(name, run, norm=kwargs.get("norm", "linf"), eps=eps,
-                      settings={"attack": attack, "loss": described, "eps": eps, **kwargs})
+                      settings=describe({"attack": attack, "loss": loss_name or loss, "eps": eps, **kwargs}))
 
     def autoattack(self, loss: str, name: str) -> Column:
         """The column of AutoAttack (standard version, L-inf) with its own losses (``loss="original"``)
@@ -398,8 +397,7 @@ def _execute(
                 "mifpe_plugins": report.provenance.get("mifpe_plugins"),
                 "columns": {model: {c.name: c.settings for c in cols} for model, cols in columns.items()}}
     stem = name or report.table
-    journal = Journal(None if out is None else Path(out) / f"{stem}.journal", json.loads(json.dumps(settings, default=repr)),
-                      rank=shard.rank)
+    journal = Journal(None if out is None else Path(out) / f"{stem}.journal", describe(settings), rank=shard.rank)
     if out is not None and shard.rank == 0:
         claim(Path(out), stem, journal, resume=resume, overwrite=overwrite)
     shard.barrier()

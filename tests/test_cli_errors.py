@@ -462,8 +462,8 @@ def test_docs_match_the_code():
     reproducing = (ROOT / "docs" / "reproducing.md").read_text()
     assert f"`--quick` is {quick.samples} samples" in reproducing
     demo = (ROOT / "docs" / "results" / "demo" / "demo.md").read_text()
-    assert "`mifpe demo --out docs/results/demo`" in demo
-    assert json.loads((ROOT / "docs" / "results" / "demo" / "demo.json").read_text())["command"] == "mifpe demo --out docs/results/demo"
+    assert "`mifpe demo --out docs/results/demo --name demo --overwrite --quiet`" in demo
+    assert json.loads((ROOT / "docs" / "results" / "demo" / "demo.json").read_text())["command"] == "mifpe demo --out docs/results/demo --name demo --overwrite --quiet"
 
 
 @pytest.mark.parametrize(("argv", "message"), [

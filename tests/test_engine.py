@@ -361,3 +361,14 @@ def test_per_chunk_autoattack_equals_one_run_with_bs_the_chunk_while_batches_are
     chunks = [aa.run_standard_evaluation(_autoattack(model, version="custom", attacks_to_run=["apgd-ce"])[1], x[r], y[r],
                                          batch_size=6)[0] for r in (slice(0, 6), slice(6, 12))]
     assert torch.equal(whole, torch.cat(chunks))
+
+
+def test_settings_describe_objects_without_memory_addresses():
+    from mifpe_plugins.engine import describe
+
+    def my_loss(logits, labels, *, targeted=False):
+        return logits.sum(1)
+
+    described = describe({"loss": my_loss, "eps": torch.full((3,), 0.1), "steps": 5})
+    assert " at 0x" not in described["loss"] and "my_loss" in described["loss"]
+    assert described["eps"] == "tensor of shape (3,), float32" and described["steps"] == 5
