@@ -37,7 +37,12 @@ from torch import nn
 from . import __version__
 from .diagnose import Budget
 from .engine import default_threads
-from .models import ROBUSTBENCH_DATASETS, ROBUSTBENCH_THREAT_MODELS
+from .models import (
+    MODEL_FILE_SUFFIXES,
+    ROBUSTBENCH_DATASETS,
+    ROBUSTBENCH_THREAT_MODELS,
+    takes_weights,
+)
 from .reports import one_line
 
 if TYPE_CHECKING:
@@ -133,6 +138,26 @@ def _radius(text: str) -> float:
     return value
 
 
+def _numbers(text: str) -> list[float]:
+    """Comma-separated finite numbers, each also as a fraction: 0.4914,0.4822,0.4465 or 123.675/255,..."""
+    values = []
+    for item in text.split(","):
+        numerator, slash, denominator = item.strip().partition("/")
+        try:
+            values.append(float(numerator) / float(denominator) if slash else float(numerator))
+        except (ValueError, ZeroDivisionError):
+            values.append(math.nan)
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, one per channel, such as 0.4914,0.4822,0.4465 "
+                                         f"or 0.5, got {text!r}")
+    return values
+
+
+_MODEL_FORMS = ("zoo:<name>, published:<name>, robustbench:<name>, timm:<name> (with --weights), package.module:factory "
+                "(a function or class in a module importable from the current folder, called with no arguments, "
+                "returning the torch.nn.Module; with --weights optionally), a TorchScript .pt/.pth/.ts, a state-dict "
+                ".pt/.pth with --arch, or a torch.export .pt2 (exported in eval mode, with a dynamic batch dimension)")
+
 _EPILOG = ("Every check that needs no attack runs first; an error stops the command before any work. Ctrl-C writes "
            "the columns already finished, marked partial, and exits with status 130; the same command with --resume "
            "continues from the journal. Under torchrun (python -m mifpe_plugins) the chunks are shared by the ranks.")
@@ -146,7 +171,11 @@ def _add_run_options(
     if model:
         p.add_argument("--data", default="bundled", help="bundled (default: 1 000 Fashion-MNIST test images shipped with the "
                        "package), fashion-mnist[:DIR], mnist:DIR (the official IDX files in DIR, or torchvision's layout), "
-                       "cifar10:ROOT, cifar100:ROOT, or an .npz/.pt file")
+                       "cifar10:ROOT, cifar100:ROOT, imagenet:DIR (the validation images in one folder per WordNet id; "
+                       "resized to 256, centre-cropped to 224, in [0, 1]), imagefolder:DIR (one folder of images per "
+                       "class, labelled in sorted name order, read at their own size; needs --eps), or an .npz/.pt file "
+                       "(needs --eps). Image folders are read one chunk at a time, --n taking the first images of every "
+                       "class in turn")
         p.add_argument("--download", action="store_true", help="allow downloading a missing torchvision dataset, RobustBench checkpoint "
                        "or published:<name> checkpoint (sha256-checked, into $MIFPE_CACHE/published, default "
                        "~/.cache/mifpe_plugins/published)")
@@ -154,8 +183,9 @@ def _add_run_options(
                        "(a re-encoded copy you trust); they are still read with an unpickler that builds data only")
     p.add_argument("--n", "--samples", dest="n", type=_positive_int, default=n, help=f"the first N samples of the data "
                    f"(default: {n_help}); under torchrun write --samples, as torchrun takes --n for its own --nnodes")
-    eps_default = ("0.1 for (Fashion-)MNIST, as the zoo is trained; 8/255 for CIFAR; a published:<name> model's own "
-                   "eps, 0.3 for the MNIST ones" if eps is None else f"{eps:g}")
+    eps_default = ("the data's standard: 0.3 MNIST, 8/255 CIFAR-10/100, 4/255 ImageNet, 0.1 Fashion-MNIST and bundled (the "
+                   "zoo's); a published:<name> model's own; required for .npz/.pt files and imagefolder:DIR"
+                   if eps is None else f"{eps:g}")
     p.add_argument("--eps", type=_radius, default=eps, help=f"L-inf radius, a number or a fraction such as 8/255 (default {eps_default})")
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"PGD / APGD iterations (default {steps_help})")
     p.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"samples per attack batch (default {batch_size})")
@@ -165,6 +195,16 @@ def _add_run_options(
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the model and the attacks (default float32)" + dtype_help)
     if model:
         p.add_argument("--arch", default=None, help="architecture of a state-dict model file (a zoo architecture name)")
+        p.add_argument("--weights", default=None, metavar="FILE", help="state dict for a package.module:factory model "
+                       "(optional) or a timm:<name> model (required), read with torch.load(weights_only=True); a file "
+                       "holding {'state_dict': ...} or {'model': ...} and DataParallel 'module.' prefixes are accepted. "
+                       "With --models: for the one factory or timm model listed")
+        p.add_argument("--normalize", nargs=2, default=None, metavar=("MEAN", "STD"), type=_numbers,
+                       help="for models trained on normalised inputs: one mean and one std per channel, comma-separated, "
+                       "e.g. --normalize 0.4914,0.4822,0.4465 0.2471,0.2435,0.2616 (CIFAR-10) or --normalize "
+                       "0.485,0.456,0.406 0.229,0.224,0.225 (ImageNet, timm's default); the model gets (x - MEAN) / STD "
+                       "while the attacks stay in [0, 1] pixel space. Applies to every model of the run; recorded in "
+                       "the report")
         p.add_argument("--model-dir", default="models", help="RobustBench's model_dir for robustbench:<name>, and the first folder searched "
                        "for a published:<name> checkpoint file, before the cache folder (default ./models)")
         p.add_argument("--dataset", choices=ROBUSTBENCH_DATASETS, default="cifar10", help="RobustBench dataset for robustbench:<name> (default cifar10)")
@@ -205,15 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
                   "The MIFPE paper's Table 2 on any model: FGSM, PGD, APGD-DLR and AutoAttack, each with its original loss "
                   "and with MIFPE, and the boost MIFPE gives. Writes <name>.md, .json, .csv and .samples.csv (see --name). Plain mifpe runs "
                   "this on zoo:large-margin.", norms=("Linf",))
-    t2.add_argument("--model", default="zoo:large-margin", help="zoo:<name>, published:<name>, robustbench:<name> or a .pt/.pth/.ts file "
-                    "(default zoo:large-margin)")
+    t2.add_argument("--model", default="zoo:large-margin", help=_MODEL_FORMS + " (default zoo:large-margin)")
     t2.add_argument("--attacks", default=",".join(_TABLE2_ATTACKS), help="comma-separated subset of fgsm,pgd,apgd,autoattack (default all)")
     _add_run_options(t2, dtype_help=aa_float32.format("--attacks fgsm,pgd,apgd"))
 
     t1 = _command(sub, "table1", run_table1, "Table 1: PGD-100 per loss on several models, with clean accuracy and AutoAttack",
                   "The MIFPE paper's Table 1: PGD per loss (CE, C&W, DLR, MIFPE) on several models, with clean accuracy, "
                   "AutoAttack and the per-sample worst case over all of them. Writes <name>.md, .json, .csv and .samples.csv (see --name).", norms=("Linf",))
-    t1.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
+    t1.add_argument("--models", default=None, help="comma-separated model specs, each as --model of table2 (default: every zoo "
+                    "model with weights)")
     t1.add_argument("--losses", default="ce,cw,dlr,mifpe", help="comma-separated loss names (default ce,cw,dlr,mifpe)")
     t1.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack column")
     _add_run_options(t1, dtype_help=aa_float32.format("--no-autoattack"))
@@ -230,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "and the beta = 0.1 heuristic, L-inf and L2, with the paper's protocol (constant step, 20 iterations, "
                   "the last iterate); optionally Table 11's CLEVER scores. Writes <name>.md, .json, .csv and .samples.csv (see --name).",
                   norms=("Linf", "L2"))
-    pp.add_argument("--models", default=None, help="comma-separated model specs (default: every zoo model with weights)")
+    pp.add_argument("--models", default=None, help="comma-separated model specs, each as --model of table2 (default: every zoo "
+                    "model with weights)")
     pp.add_argument("--l2-eps", type=_radius, default=1.5, help="L2 radius, a number or a fraction such as 120/255 (default 1.5)")
     pp.add_argument("--clever-samples", type=_non_negative_int, default=0,
                     help="also mean CLEVER scores (Table 11) over this many samples; needs ART (default 0: off)")
@@ -355,8 +396,10 @@ def _validate(args: argparse.Namespace) -> None:
             get_loss(loss)
     if command in ("table1", "pgdpp"):
         args.models = _zoo_or_listed(args.models)
+    if command != "demo":
+        _check_model_options(args)
     if args.eps is None:
-        args.eps = _default_eps(args.data, [args.model] if getattr(args, "model", None) else getattr(args, "models", ()))
+        args.eps, args.eps_source = _default_eps(args.data, [args.model] if getattr(args, "model", None) else getattr(args, "models", ()))
     if args.norms and args.threat_model not in args.norms:
         hint = "; mifpe pgdpp also runs L2 attacks" if args.threat_model == "L2" else ""
         raise ValueError(f"mifpe {command} attacks in {' and '.join(args.norms)} only, but --threat-model {args.threat_model} "
@@ -376,18 +419,66 @@ def _validate(args: argparse.Namespace) -> None:
         args.new_out = _check_out(args.out)
 
 
-def _default_eps(data: str, specs: Sequence[str] = ()) -> float:
-    # published:<name> models carry their threat model's eps (0.3 for the MNIST ones): use it when
-    # every model of the run agrees
+#: Each dataset's L-inf radius when --eps is not given, and how the report names it: the standard
+#: threat models of MNIST, CIFAR and ImageNet, and for Fashion-MNIST the radius the zoo is trained for.
+_STANDARD_EPS = {
+    "mnist": (0.3, "the MNIST standard"),
+    "fashion-mnist": (0.1, "the Fashion-MNIST radius of the zoo"),
+    "cifar10": (8 / 255, "the CIFAR-10 standard 8/255"),
+    "cifar100": (8 / 255, "the CIFAR-100 standard 8/255"),
+    "imagenet": (4 / 255, "the ImageNet standard 4/255"),
+}
+
+
+def _default_eps(data: str, specs: Sequence[str] = ()) -> tuple[float, str]:
+    """The L-inf radius of a run without --eps, and where it comes from (for the report header).
+
+    published:<name> models carry their threat model's eps: it is used when every model of the
+    run is published and they agree. Otherwise the data's dataset decides (:data:`_STANDARD_EPS`);
+    data whose dataset is unknown (an .npz or .pt file, imagefolder:DIR) needs --eps.
+    """
     from . import published
+    from .data import dataset_of
 
     known = published.registry()
     names = [spec.partition(":")[2] for spec in specs]
     if specs and all(spec.startswith("published:") and name in known for spec, name in zip(specs, names, strict=True)):
         radii = {known[name]["eps"] for name in names}
         if len(radii) == 1:
-            return float(radii.pop())
-    return 8 / 255 if data.startswith(("cifar10:", "cifar100:")) else 0.1
+            owner = f"{specs[0]}'s own" if len(set(specs)) == 1 else "the published models' own"
+            return float(radii.pop()), owner
+    dataset = dataset_of(data)
+    if dataset is None:
+        raise ValueError(f"--data {data} needs --eps: its dataset, and so its standard radius, is unknown; give the "
+                         "L-inf radius of your threat model, e.g. --eps 8/255 (CIFAR), --eps 0.3 (MNIST) or --eps 4/255 (ImageNet)")
+    return _STANDARD_EPS[dataset]
+
+
+def _check_model_options(args: argparse.Namespace) -> None:
+    """--weights goes with exactly one factory or timm model, and every timm model has it;
+    --normalize has as many finite means as stds > 0; timm is installed if a timm model runs."""
+    from .models import spec_kind
+    from .user_models import check_normalization, require_timm
+
+    specs = [args.model] if getattr(args, "model", None) else list(getattr(args, "models", ()))
+    takers = [spec for spec in specs if takes_weights(spec)]
+    if args.weights is not None:
+        if not takers:
+            raise ValueError(f"--weights goes with a package.module:factory or timm:<name> model, and {', '.join(specs)} "
+                             "is none; a state dict of a zoo architecture is --model FILE.pt --arch NAME")
+        if len(takers) > 1:
+            raise ValueError(f"--weights goes with one model, but {len(takers)} listed take weights ({', '.join(takers)}); "
+                             "evaluate them in separate runs")
+        if not Path(args.weights).is_file():
+            raise ValueError(f"--weights {args.weights} is not a file")
+    timm_models = [spec for spec in specs if spec_kind(spec) == "timm"]
+    if timm_models:
+        if args.weights is None:
+            raise ValueError(f"{timm_models[0]} needs --weights FILE: timm builds it with random weights (pretrained=False; "
+                             "nothing is downloaded), and the robustness of an untrained network means nothing")
+        require_timm()
+    if args.normalize is not None:
+        check_normalization(*args.normalize)
 
 
 def _zoo_or_listed(models: str | None) -> list[str]:
@@ -408,10 +499,13 @@ def _evaluation(spec: str, args: argparse.Namespace, data) -> tuple:
     from .tables import Evaluation
 
     loaded = load_model(
-        spec, architecture=args.arch, model_dir=args.model_dir, dataset=args.dataset, threat_model=args.threat_model,
-        download=args.download, device=args.torch_device, dtype=args.torch_dtype,
+        spec, architecture=args.arch, weights=args.weights if takes_weights(spec) else None, normalize=args.normalize,
+        model_dir=args.model_dir, dataset=args.dataset, threat_model=args.threat_model, download=args.download,
+        device=args.torch_device, dtype=args.torch_dtype,
     )
-    x, y = data  # kept where they are: each chunk goes to the device when it is attacked
+    # tensors stay where they are and a dataset (imagefolder:, imagenet:) is read one chunk at a time:
+    # each chunk goes to the device when it is attacked
+    x, y = data if isinstance(data, tuple) else (data, None)
     evaluation = Evaluation(
         loaded.model, x, y, eps=args.eps, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
         show_progress=not args.quiet, device=args.torch_device, dtype=args.torch_dtype,
@@ -433,6 +527,11 @@ def _check_outputs(evaluation, spec: str) -> None:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"model {spec} must return logits of shape (batch, classes >= 2), got {shape}")
+    if evaluation.labels is None:  # a dataset read in chunks: its class list fixes the labels
+        from .data import check_classes
+
+        check_classes(evaluation.inputs, logits.shape[1], f"model {spec}")
+        return
     top = int(evaluation.labels.max())
     if top >= logits.shape[1]:
         raise ValueError(f"the data has label {top} but model {spec} has only {logits.shape[1]} outputs")
@@ -492,7 +591,8 @@ def _stem(args: argparse.Namespace, models: Sequence[str], n: int) -> str:
         if not args.name.strip("._-") or any(not (c.isalnum() or c in "._-") for c in args.name) or args.name.startswith("."):
             raise ValueError(f"--name {args.name!r} must be a file name: letters, digits, '-', '_' and '.' only")
         return args.name
-    slugs = [_slug(m) for m in models]
+    weights = f"-{_slug(Path(args.weights).name)}" if getattr(args, "weights", None) else ""
+    slugs = [_slug(m) + (weights if takes_weights(m) else "") for m in models]
     model = "-".join(slugs) if len("-".join(slugs)) <= 60 else f"{slugs[0]}-and-{len(slugs) - 1}-more"
     kind, _, where = args.data.partition(":")
     data = _slug(f"{kind}-{Path(where).name}" if where else Path(kind).stem if kind.endswith((".npz", ".pt")) else kind)
@@ -504,7 +604,7 @@ def _one_model(args: argparse.Namespace):
     """The evaluation of ``--model`` on ``--data``, and the report fields that say what they were."""
     evaluation, source = _evaluation(args.model, args, _load_data(args))
     args.stem = _stem(args, [args.model], evaluation.n)
-    return evaluation, {"model": args.model, "model_source": source, "data": args.data}
+    return evaluation, {"model": args.model, "model_source": source, "data": args.data, "eps_source": _eps_source(args)}
 
 
 def _all_models(args: argparse.Namespace):
@@ -514,7 +614,12 @@ def _all_models(args: argparse.Namespace):
     for spec in args.models:
         evaluations[spec], sources[spec] = _evaluation(spec, args, data)
     args.stem = _stem(args, args.models, evaluations[args.models[0]].n)
-    return evaluations, {"models": args.models, "model_sources": sources, "data": args.data}
+    return evaluations, {"models": args.models, "model_sources": sources, "data": args.data, "eps_source": _eps_source(args)}
+
+
+def _eps_source(args: argparse.Namespace) -> str:
+    """Where the run's eps came from: :func:`_default_eps` says it when --eps was not given."""
+    return getattr(args, "eps_source", "set by --eps")
 
 
 def run_table2(args: argparse.Namespace, argv: Sequence[str]) -> Report:
@@ -548,21 +653,21 @@ def run_pgdpp(args: argparse.Namespace, argv: Sequence[str]) -> Report:
 
 
 def run_diagnose(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .data import as_tensors
     from .diagnose import Audit, Budget, diagnose, write_diagnosis
     from .provenance import provenance
 
     budget = Budget.quick() if args.quick else Budget()
     if args.steps is not None:
         budget = replace(budget, steps=args.steps)
-    x, y = _load_data(args)
-    if args.n is None:  # the budget's number of samples, or all when there are fewer
-        x, y = x[:budget.samples], y[:budget.samples]
+    # the audit needs the samples as tensors: the budget's number (all when there are fewer), or --n
+    x, y = as_tensors(_load_data(args), budget.samples if args.n is None else None)
     evaluation, source = _evaluation(args.model, args, (x, y))
     audit = Audit(eps=args.eps, l2_eps=args.l2_eps, budget=budget, dtypes=args.dtypes, seed=args.seed,
                   clever=not args.no_clever, show_progress=not args.quiet)
     evaluation.steps = budget.steps
     header = {**provenance(_command_line(argv)), **evaluation.settings(), "model": args.model, "model_source": source,
-              "data": args.data}
+              "data": args.data, "eps_source": _eps_source(args)}
 
     def compute() -> dict:
         tic = time.perf_counter()
@@ -613,7 +718,7 @@ def run_zoo(args: argparse.Namespace, argv: Sequence[str]) -> None:
 
 def _slug(spec: str) -> str:
     """A file-name-safe stem for a model specification (zoo:large-margin -> zoo-large-margin)."""
-    text = Path(spec).stem if spec.endswith((".pt", ".pth", ".ts")) else spec.replace(":", "-")
+    text = Path(spec).stem if spec.endswith(MODEL_FILE_SUFFIXES) else spec.replace(":", "-")
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
 

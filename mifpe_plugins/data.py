@@ -1,32 +1,52 @@
 """Datasets: Fashion-MNIST from its IDX files, torchvision's datasets from a root directory,
-``.npz`` / tensor files, and a bundled Fashion-MNIST test subset.
+``.npz`` / tensor files, a bundled Fashion-MNIST test subset, and folders of image files.
 
-Everything returns ``(inputs, labels)``: float32 inputs in [0, 1] shaped ``(N, C, H, W)`` and int64
-labels shaped ``(N,)``. Only :func:`load_torchvision` with ``download=True`` touches the network.
+The array formats return ``(inputs, labels)``: float32 inputs in [0, 1] shaped ``(N, C, H, W)`` and
+int64 labels shaped ``(N,)``. Image folders (:func:`load_image_folder`, :func:`load_imagenet`) return
+an :class:`ImageFolderData`, a map-style dataset that decodes one image per item, so an evaluation
+reads one chunk at a time. Only :func:`load_torchvision` with ``download=True`` touches the network.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import itertools
+import json
+import operator
 import os
 import pickle
 import re
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .reports import one_line
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
 __all__ = [
     "CIFAR_MD5",
     "FASHION_MNIST_DIR",
+    "IMAGE_SUFFIXES",
     "TORCHVISION_DATASETS",
+    "ImageFolderData",
+    "as_tensors",
     "bundled_fashion_mnist_test",
+    "check_classes",
+    "dataset_of",
+    "imagenet_wnids",
     "load_data",
     "load_fashion_mnist",
+    "load_image_folder",
+    "load_imagenet",
     "load_mnist",
     "load_npz",
     "load_tensors",
@@ -158,14 +178,19 @@ def _as_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]
     return inputs, torch.from_numpy(np.asarray(labels, dtype=np.int64))
 
 
+def _check_n(n: int, available: int) -> None:
+    """``n`` (a number of samples to take) is an integer from 1 to ``available``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if n > available:
+        raise ValueError(f"n={n} is larger than the data ({available} samples)")
+
+
 def _take(data: tuple[Tensor, Tensor], n: int | None) -> tuple[Tensor, Tensor]:
     inputs, labels = data
     if n is None:
         return inputs, labels
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    if n > inputs.shape[0]:
-        raise ValueError(f"n={n} is larger than the data ({inputs.shape[0]} samples)")
+    _check_n(n, inputs.shape[0])
     return inputs[:n], labels[:n]
 
 
@@ -459,15 +484,297 @@ def load_torchvision(
     return _take(_as_tensors(images, labels), n)
 
 
+# ----------------------------------------------------------------------------------------------
+# Folders of image files: imagefolder:DIR and imagenet:DIR
+# ----------------------------------------------------------------------------------------------
+
+#: File suffixes read as images (compared in lower case); other files in a class folder are skipped.
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+_FOLDER_LAYOUT = "one sub-folder of images per class (DIR/<class>/<image>.png), labelled 0, 1, ... in sorted name order"
+_IMAGENET_LAYOUT = ("the ImageNet validation images in one sub-folder per class named by WordNet id "
+                    "(DIR/n01440764/<image>.JPEG, ...)")
+_TORCHVISION_HINT = "`pip install torchvision` (matching your torch), or this package's extra: `pip install 'mifpe-plugins[torchvision]'`"
+
+
+def _pillow() -> Any:
+    """``PIL.Image``, imported when an image folder is loaded (Pillow comes with torchvision)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(f"imagefolder:DIR and imagenet:DIR read images with Pillow, which is not installed: "
+                          f"{_TORCHVISION_HINT} brings it") from None
+    return Image
+
+
+def _imagenet_preprocessing() -> Callable[[Image], Tensor]:
+    """torchvision's resize of the shorter side to 256 (bilinear), centre crop to 224x224 and
+    scaling to [0, 1]: the standard preprocessing of ImageNet robustness evaluations (RobustBench's),
+    with no normalisation (that belongs to the model)."""
+    try:
+        from torchvision import transforms
+    except Exception as error:  # noqa: BLE001 - a broken torchvision raises more than ImportError
+        raise ImportError(f"imagenet:DIR resizes and crops with torchvision, which failed to import ({error}): "
+                          f"{_TORCHVISION_HINT}") from None
+    return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+
+
+def _pixels(image: Image) -> Tensor:
+    """An RGB image at its own size as a float32 (3, H, W) tensor in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    return torch.from_numpy(array.astype(np.float32) / 255.0)
+
+
+def _read_image(path: Path) -> Image:
+    """The image in ``path``, decoded and converted to RGB; a ValueError naming the file if it
+    cannot be read."""
+    pil = _pillow()
+    try:
+        with pil.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for a damaged file
+        raise ValueError(f"cannot read image {path}: {one_line(error)}; expected an image file Pillow can decode "
+                         "(delete or replace it)") from None
+
+
+class ImageFolderData:
+    """Image files in one folder per class, as a map-style dataset of ``(image, label)`` items.
+
+    Only the list of files is made up front: item ``i`` opens its file, converts it to RGB and
+    preprocesses it, so an evaluation holds one chunk of images at a time.
+
+    Parameters
+    ----------
+    spec : str
+        The data specification (``imagefolder:DIR``, ``imagenet:DIR``), for messages.
+    classes : sequence of str
+        The class names; label ``k`` is ``classes[k]``.
+    samples : sequence of (Path, int)
+        The items' files and labels, in evaluation order.
+    preprocess : callable
+        RGB PIL image -> float32 (C, H, W) tensor in [0, 1]. Every item must come out with the
+        shape of item 0.
+    """
+
+    def __init__(self, spec: str, classes: Sequence[str], samples: Sequence[tuple[Path, int]],
+                 preprocess: Callable[[Image], Tensor]) -> None:
+        self.spec = spec
+        self.classes = list(classes)
+        self.samples = list(samples)
+        self.preprocess = preprocess
+        self._shape: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"ImageFolderData({self.spec!r}, {len(self)} images, {len(self.classes)} classes)"
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[operator.index(index)]
+        image = self.preprocess(_read_image(path))
+        expected = self._first_shape(image if index == 0 else None)
+        if tuple(image.shape) != expected:
+            raise ValueError(
+                f"{path} is {image.shape[2]}x{image.shape[1]} pixels but {self.samples[0][0]} is "
+                f"{expected[2]}x{expected[1]}: {self.spec.partition(':')[0]}:DIR reads images at their own size, so "
+                "all must have one size; resize them first (imagenet:DIR resizes to 256 and crops 224x224)"
+            )
+        return image, label
+
+    def _first_shape(self, first: Tensor | None) -> tuple[int, ...]:
+        """The shape of item 0, which every item must have (read once)."""
+        if self._shape is None:
+            if first is None:
+                first = self.preprocess(_read_image(self.samples[0][0]))
+            self._shape = tuple(first.shape)
+        return self._shape
+
+    @property
+    def targets(self) -> Tensor:
+        """Every item's label (int64, in item order), known without reading any image."""
+        return torch.tensor([label for _, label in self.samples], dtype=torch.int64)
+
+    def first(self, n: int) -> ImageFolderData:
+        """The first ``n`` items, in this dataset's order."""
+        _check_n(n, len(self))
+        return ImageFolderData(self.spec, self.classes, self.samples[:n], self.preprocess)
+
+
+def _class_folders(root: Path, spec: str, layout: str) -> list[Path]:
+    """The class sub-folders of ``root`` in sorted name order (hidden ones, named ``.*``, skipped)."""
+    if not root.is_dir():
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"{root} {state}; {spec} expects {layout}")
+    entries = sorted((entry for entry in root.iterdir() if not entry.name.startswith(".")), key=lambda e: e.name)
+    if not entries:
+        raise ValueError(f"{root} is empty; {spec} expects {layout}")
+    folders = [entry for entry in entries if entry.is_dir()]
+    if not folders:
+        raise ValueError(f"{root} has no class sub-folders, only {len(entries)} file(s) such as {entries[0].name}; "
+                         f"{spec} expects {layout}")
+    return folders
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files in ``folder`` and below it (hidden entries skipped), sorted by their path
+    inside ``folder``."""
+    found = []
+    for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found += [Path(directory, name) for name in files
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found, key=lambda path: path.relative_to(folder).parts)
+
+
+def _round_robin(per_class: Sequence[Sequence[tuple[Path, int]]]) -> list[tuple[Path, int]]:
+    """The first image of every class, then the second of every class, and so on (a class with
+    fewer images drops out): the first n items cover min(n, classes) classes."""
+    return [item for rank in itertools.zip_longest(*per_class) for item in rank if item is not None]
+
+
+def _folder_data(spec: str, layout: str, root: Path, folders: Sequence[Path], labels: Sequence[int],
+                 classes: Sequence[str], preprocess: Callable[[Image], Tensor], n: int | None) -> ImageFolderData:
+    """The dataset of the images in ``folders`` (each with its label), in round-robin order."""
+    per_class = [[(path, label) for path in _image_files(folder)] for folder, label in zip(folders, labels, strict=True)]
+    if not any(per_class):
+        raise ValueError(f"no images in the {len(folders)} class folder(s) of {root} (looked for "
+                         f"{', '.join(IMAGE_SUFFIXES)} files); {spec} expects {layout}")
+    data = ImageFolderData(spec.replace("DIR", str(root)), classes, _round_robin(per_class), preprocess)
+    return data if n is None else data.first(n)
+
+
+def load_image_folder(root: str | Path, *, n: int | None = None) -> ImageFolderData:
+    """Images in one sub-folder per class (torchvision's ``ImageFolder`` layout), at their own size.
+
+    The class folders of ``root``, sorted by name, are labels 0, 1, ... (as in torchvision's
+    ``ImageFolder``; an empty class folder keeps its label). A class's images are its files with a
+    suffix in :data:`IMAGE_SUFFIXES` (any case), sub-folders included; files directly in ``root``,
+    other files and hidden entries (``.*``) are skipped. Each image is converted to RGB and scaled
+    to [0, 1] at its own size, so all must have one size.
+
+    The order is fixed: round-robin over the classes in label order -- the first image (by path) of
+    every class, then the second, and so on -- so the first ``n`` items cover min(n, classes)
+    classes.
+
+    Parameters
+    ----------
+    root : path
+    n : int, optional
+        The first ``n`` items only.
+
+    Returns
+    -------
+    ImageFolderData
+        Items ``(float32 (3, H, W) in [0, 1], label)``, read when indexed; ``classes`` are the folder
+        names, ``samples`` the (file, label) pairs in order.
+    """
+    _pillow()  # missing Pillow is reported before any listing
+    root = Path(root)
+    folders = _class_folders(root, "imagefolder:DIR", _FOLDER_LAYOUT)
+    return _folder_data("imagefolder:DIR", _FOLDER_LAYOUT, root, folders, range(len(folders)),
+                        [folder.name for folder in folders], _pixels, n)
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1 000 ImageNet-1k classes' WordNet ids in label order (sorted), shipped in
+    ``_data/imagenet_wnids.json``: class ``k`` of an ImageNet classifier is ``imagenet_wnids()[k]``."""
+    text = (resources.files("mifpe_plugins") / "_data" / "imagenet_wnids.json").read_text(encoding="utf-8")
+    return tuple(json.loads(text)["wnids"])
+
+
+def load_imagenet(root: str | Path, *, n: int | None = None) -> ImageFolderData:
+    """The ImageNet-1k validation set (all of it or some classes) in one folder per class named by
+    WordNet id, preprocessed as robustness evaluations do.
+
+    A folder's label is its WordNet id's position in :func:`imagenet_wnids` -- the standard class
+    index, which is also the folders' sorted order when all 1 000 are there -- so a subset of the
+    classes keeps the right labels; a folder that is not an ImageNet-1k class is an error. Every
+    image is converted to RGB, its shorter side resized to 256 (bilinear), centre-cropped to
+    224x224 and scaled to [0, 1], with no normalisation (torchvision's transforms, RobustBench's
+    preprocessing). Files and order as in :func:`load_image_folder`: round-robin over the classes
+    in label order, so the first ``n`` items cover min(n, classes) classes (``n=5000`` on the full
+    set: the first 5 images of every class).
+
+    Returns
+    -------
+    ImageFolderData
+        Items ``(float32 (3, 224, 224) in [0, 1], label)``; ``classes`` are the 1 000 WordNet ids.
+    """
+    _pillow()
+    preprocess = _imagenet_preprocessing()
+    root = Path(root)
+    folders = _class_folders(root, "imagenet:DIR", _IMAGENET_LAYOUT)
+    wnids = imagenet_wnids()
+    index = {wnid: label for label, wnid in enumerate(wnids)}
+    unknown = [folder for folder in folders if folder.name not in index]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ValueError(f"{unknown[0]}{more} is not an ImageNet-1k class folder: imagenet:DIR expects {_IMAGENET_LAYOUT}, "
+                         f"{wnids[0]} ... {wnids[-1]}; for other classes use imagefolder:DIR")
+    return _folder_data("imagenet:DIR", _IMAGENET_LAYOUT, root, folders, [index[f.name] for f in folders], wnids,
+                        preprocess, n)
+
+
+def check_classes(data: object, outputs: int, model: str) -> None:
+    """Refuse a ``model`` whose number of ``outputs`` differs from an image folder's number of
+    classes: the labels are the classes' positions, which mean the model's classes only when both
+    count the same ones. Data without a ``classes`` list passes."""
+    classes = getattr(data, "classes", None)
+    if classes is None or len(classes) == outputs:
+        return
+    spec = getattr(data, "spec", "the data")
+    if spec.startswith("imagenet:"):
+        raise ValueError(f"{model} has {outputs} outputs, but {spec} is labelled with the {len(classes)} ImageNet-1k "
+                         "classes; use an ImageNet model (one output per class, in the standard order)")
+    raise ValueError(f"{model} has {outputs} outputs, but {spec} has {len(classes)} class folders, labelled 0-{len(classes) - 1} "
+                     "in sorted name order; give it one folder per output, sorted as the model's classes (an empty "
+                     "folder keeps the label of a class without images)")
+
+
+def as_tensors(data: tuple[Tensor, Tensor] | ImageFolderData, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first ``n`` samples (default all; all when there are fewer) as two tensors, the images
+    of a dataset read and stacked."""
+    if isinstance(data, tuple):
+        inputs, labels = data
+        return inputs[:n], labels[:n]
+    items = [data[i] for i in range(len(data) if n is None else min(n, len(data)))]
+    return torch.stack([x for x, _ in items]), torch.tensor([label for _, label in items], dtype=torch.int64)
+
+
+def dataset_of(spec: str) -> str | None:
+    """The dataset a data specification of the ``mifpe`` command holds: ``"fashion-mnist"``
+    (``bundled`` too), ``"mnist"``, ``"cifar10"``, ``"cifar100"`` or ``"imagenet"``; ``None`` when
+    only its owner knows (an .npz or .pt file, ``imagefolder:DIR``). An unknown specification
+    raises the ValueError of :func:`load_data`."""
+    kind, _, where = spec.partition(":")
+    if spec == "bundled" or kind == "fashion-mnist":
+        return "fashion-mnist"
+    if kind in ("mnist", "cifar10", "cifar100", "imagenet") and where:
+        return kind
+    if (kind == "imagefolder" and where) or Path(spec).suffix in (".npz", ".pt", ".pth"):
+        return None
+    raise ValueError(_unknown_data(spec))
+
+
+def _unknown_data(spec: str) -> str:
+    return (f"unknown data {spec!r}; use `bundled`, `fashion-mnist[:DIR]`, `mnist:DIR`, `cifar10:ROOT`, `cifar100:ROOT`, "
+            "`imagenet:DIR`, `imagefolder:DIR`, or a path to an .npz or .pt file")
+
+
 def load_data(
     spec: str, *, split: str = "test", n: int | None = None, download: bool = False, verify: bool = True
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor] | ImageFolderData:
     """Resolve a data specification of the ``mifpe`` command.
 
     ``bundled`` (the shipped 1 000 Fashion-MNIST test images), ``fashion-mnist`` (Debian's IDX
     files) or ``fashion-mnist:DIR``, ``mnist:DIR`` (the official IDX files directly in DIR, or
     torchvision's layout under DIR), ``cifar10:ROOT`` / ``cifar100:ROOT`` (torchvision's layout),
-    or a path to an ``.npz`` or ``.pt`` file. ``verify`` is passed to
+    or a path to an ``.npz`` or ``.pt`` file give ``(inputs, labels)`` tensors. ``imagenet:DIR``
+    (:func:`load_imagenet`) and ``imagefolder:DIR`` (:func:`load_image_folder`) give an
+    :class:`ImageFolderData` read one item at a time, with ``n`` its first items in its documented
+    order; DIR is the split they read, so ``split`` must stay ``"test"``. ``verify`` is passed to
     :func:`load_torchvision` (the CIFAR files' MD5 check).
     """
     kind, _, where = spec.partition(":")
@@ -475,6 +782,11 @@ def load_data(
         if split != "test":
             raise ValueError("the bundled data is a test subset; use `fashion-mnist` for the training split")
         return bundled_fashion_mnist_test(n)
+    if kind in ("imagefolder", "imagenet") and where:
+        if split != "test":
+            raise ValueError(f"{kind}:DIR reads the folder DIR, whatever split it holds; pass the split's folder "
+                             f"and leave split at 'test', got {split!r}")
+        return load_imagenet(where, n=n) if kind == "imagenet" else load_image_folder(where, n=n)
     if kind == "fashion-mnist":
         if where and (Path(where) / "FashionMNIST").is_dir():
             return load_torchvision("fashion-mnist", where, split=split, n=n, download=download)
@@ -492,10 +804,7 @@ def load_data(
         return load_npz(path, n=n)
     if path.suffix in (".pt", ".pth"):
         return load_tensors(path, n=n)
-    raise ValueError(
-        f"unknown data {spec!r}; use `bundled`, `fashion-mnist[:DIR]`, `cifar10:ROOT`, `cifar100:ROOT`, "
-        "`mnist:DIR`, or a path to an .npz or .pt file"
-    )
+    raise ValueError(_unknown_data(spec))
 
 
 def save_npz(path: str | Path, inputs: Tensor, labels: Tensor) -> None:

@@ -100,6 +100,11 @@ class Chunks:
     def rows(self, chunk: int) -> slice:
         return slice(chunk * self.size, min((chunk + 1) * self.size, self.n))
 
+    def count(self, chunk: int) -> int:
+        """Samples in chunk ``chunk`` (the last one may be short)."""
+        rows = self.rows(chunk)
+        return rows.stop - rows.start
+
     def __getitem__(self, chunk: int) -> tuple[Tensor, Tensor]:
         rows = self.rows(chunk)
         if self.labels is not None:
@@ -299,15 +304,14 @@ def run_columns(
             for column in (Column(CLEAN, _no_attack), *columns.get(key, ())) for chunk in range(len(evaluation.chunks))]
     finished = shard.broadcast(journal.finished() if shard.rank == 0 else None)
     todo = [job for job in jobs if job.key not in finished]
-    if finished and shard.rank == 0 and show_progress:
-        complete = len({(j.model, j.column.name) for j in jobs}) - len({(j.model, j.column.name) for j in todo})
-        log(f"{desc}: resuming {journal.folder}: {len(jobs) - len(todo)} of {len(jobs)} chunks already finished "
-            f"({complete} of {len({(j.model, j.column.name) for j in jobs})} columns complete)")
-    mine = todo[shard.rank::shard.world]
     names = list(dict.fromkeys((job.model, job.column.name) for job in jobs))
+    if finished and shard.rank == 0 and show_progress:
+        open_columns = {(job.model, job.column.name) for job in todo}
+        log(f"{desc}: resuming {journal.folder}: {len(jobs) - len(todo)} of {len(jobs)} chunks already finished "
+            f"({len(names) - len(open_columns)} of {len(names)} columns complete)")
+    mine = todo[shard.rank::shard.world]
     try:
-        samples = sum(len(range(*evaluations[job.model].chunks.rows(job.chunk).indices(evaluations[job.model].chunks.n)))
-                      for job in mine)
+        samples = sum(evaluations[job.model].chunks.count(job.chunk) for job in mine)
         with bar(total=samples, desc=desc, enabled=show_progress and shard.rank == 0, unit="sample") as progress:
             for job in mine:
                 evaluation = evaluations[job.model]
@@ -315,10 +319,9 @@ def run_columns(
                 progress.set_description(f"{desc} {job.column.name} [{column_number}/{len(names)} columns, chunk "
                                          f"{job.chunk + 1}/{len(evaluation.chunks)}]".strip())
                 journal.record(_run_job(evaluation, job, keep_adversarial))
-                size = evaluation.chunks.rows(job.chunk).stop - evaluation.chunks.rows(job.chunk).start
-                progress.update(size)
+                progress.update(evaluation.chunks.count(job.chunk))
                 if on_chunk is not None and job.column.name != CLEAN:
-                    on_chunk(size)
+                    on_chunk(evaluation.chunks.count(job.chunk))
     except BaseException as error:
         journal.close()
         if shard.world == 1:

@@ -9,27 +9,45 @@
     ``robustbench.utils.load_model(name, model_dir=..., dataset=..., threat_model=...)``. RobustBench
     looks for ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` and downloads only when that file
     is missing, so a checkpoint already in place works offline.
+``timm:<name>``
+    ``timm.create_model(name, pretrained=False)`` with the state dict ``weights`` (required).
 ``<path>.pt`` / ``.pth`` / ``.ts``
     A TorchScript archive (``torch.jit.save``), or a state dict loaded into ``architecture`` (a name
     of :data:`mifpe_plugins.zoo.ARCHITECTURES`).
+``<path>.pt2``
+    A ``torch.export`` archive (``torch.export.save``), exported in eval mode with a dynamic batch.
+``package.module:factory``
+    A function or class returning the ``torch.nn.Module``, optionally with the state dict ``weights``.
+
+The prefixes ``zoo:``, ``published:``, ``robustbench:`` and ``timm:`` come first, then a path ending
+in a model-file suffix, then ``module:qualname`` (see :mod:`mifpe_plugins.user_models`). Every
+model can be wrapped in :class:`~mifpe_plugins.user_models.Normalized` (``normalize=``). The
+``source`` of a :class:`LoadedModel` records what was loaded, with the sha256 of every model,
+weights or checkpoint file read (the zoo's shipped weights are named by the package's version).
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import published, zoo
-from .data import _unreadable
+from . import published, user_models, zoo
+from .data import _unreadable, file_digest
 
-__all__ = ["LoadedModel", "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREAT_MODELS", "load_model"]
+__all__ = [
+    "LoadedModel", "MODEL_FILE_SUFFIXES", "ROBUSTBENCH_DATASETS", "ROBUSTBENCH_THREAT_MODELS", "load_model", "spec_kind",
+    "takes_weights",
+]
 
 ROBUSTBENCH_DATASETS = ("cifar10", "cifar100", "imagenet")
 ROBUSTBENCH_THREAT_MODELS = ("Linf", "L2", "corruptions")
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".pt2")
+_PREFIXES = ("zoo", "published", "robustbench", "timm")
 
 
 @dataclass
@@ -52,14 +70,34 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def _load_file(path: Path, architecture: str | None) -> tuple[nn.Module, dict]:
+def spec_kind(spec: str) -> str:
+    """What a model specification names: ``zoo``, ``published``, ``robustbench``, ``timm`` (its
+    prefix), ``file`` (a path ending in one of :data:`MODEL_FILE_SUFFIXES`), ``factory``
+    (``package.module:qualname``) or ``unknown``, in this order of precedence."""
+    prefix, colon, _ = spec.partition(":")
+    if colon and prefix in _PREFIXES:
+        return prefix
+    if Path(spec).suffix in MODEL_FILE_SUFFIXES:
+        return "file"
+    return "factory" if user_models.is_factory_spec(spec) else "unknown"
+
+
+def takes_weights(spec: str) -> bool:
+    """Whether a state dict (``weights=``, ``--weights``) goes with ``spec``: factories and timm models."""
+    return spec_kind(spec) in ("factory", "timm")
+
+
+def _load_file(path: Path, architecture: str | None, device: str | torch.device) -> tuple[nn.Module, dict]:
+    if path.suffix == ".pt2":
+        return user_models.load_exported(path, device)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     if path.suffix == ".ts" or _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location="cpu"), {"kind": "torchscript", "path": str(path)}
+            model = torch.jit.load(str(path), map_location="cpu")
         except Exception as error:  # TorchScript raises RuntimeError and others for a damaged archive
             raise _unreadable(path, "a TorchScript archive (torch.jit.save)", error) from None
+        return model, {"kind": "torchscript", "path": str(path), "sha256": file_digest(path)}
     if architecture is None:
         raise ValueError(
             f"{path} is not a TorchScript archive, so it is read as a state dict and needs an architecture: "
@@ -71,7 +109,7 @@ def _load_file(path: Path, architecture: str | None) -> tuple[nn.Module, dict]:
         raise  # the file was read, and its content is wrong: zoo's message says how
     except Exception as error:  # torch.load raises many types for a damaged or non-tensor file
         raise _unreadable(path, "a state dict saved with torch.save(model.state_dict(), path)", error) from None
-    return model, {"kind": "state_dict", "path": str(path), "architecture": architecture}
+    return model, {"kind": "state_dict", "path": str(path), "sha256": file_digest(path), "architecture": architecture}
 
 
 def _load_robustbench(
@@ -114,7 +152,7 @@ def _load_robustbench(
         raise ValueError(f"checkpoint {checkpoint} does not match RobustBench's {name} architecture: {first_line}") from None
     return model, {
         "kind": "robustbench", "name": name, "dataset": dataset, "threat_model": threat_model,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(checkpoint), "sha256": file_digest(checkpoint) if checkpoint.is_file() else None,
     }
 
 
@@ -122,6 +160,8 @@ def load_model(
     spec: str,
     *,
     architecture: str | None = None,
+    weights: str | Path | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     model_dir: str | Path = "models",
     dataset: str = "cifar10",
     threat_model: str = "Linf",
@@ -134,9 +174,18 @@ def load_model(
     Parameters
     ----------
     spec : str
-        ``zoo:<name>``, ``published:<name>``, ``robustbench:<name>`` or a path to a ``.pt`` / ``.pth`` / ``.ts`` file.
+        ``zoo:<name>``, ``published:<name>``, ``robustbench:<name>``, ``timm:<name>``,
+        ``package.module:factory``, or a path to a ``.pt`` / ``.pth`` / ``.ts`` / ``.pt2`` file (see
+        :func:`spec_kind`).
     architecture : str, optional
         For state-dict files: a name of :data:`mifpe_plugins.zoo.ARCHITECTURES`.
+    weights : str or Path, optional
+        For ``package.module:factory`` (optional) and ``timm:<name>`` (required): a state dict read
+        with ``torch.load(..., weights_only=True)``, possibly under ``"state_dict"`` or ``"model"``,
+        with DataParallel ``module.`` prefixes.
+    normalize : (mean, std), optional
+        Per-channel mean and std the model expects its inputs normalised with: the model is wrapped
+        in :class:`~mifpe_plugins.user_models.Normalized`, so attacks stay in [0, 1] pixel space.
     model_dir, dataset, threat_model : optional
         For ``robustbench:``, passed to ``robustbench.utils.load_model``. ``model_dir`` is also the
         first folder searched for a ``published:`` checkpoint (then the cache folder).
@@ -145,19 +194,36 @@ def load_model(
         default: a missing file is an error).
     device, dtype : optional
         Where the model runs and in which floating dtype.
+
+    Returns
+    -------
+    LoadedModel
+        The model and its ``source``: the kind, what was loaded, the sha256 of the files read (but
+        the zoo's shipped weights) and the normalisation.
     """
-    kind, sep, name = spec.partition(":")
-    if sep and kind == "zoo":
+    kind, name = spec_kind(spec), spec.partition(":")[2]
+    if weights is not None and kind not in ("factory", "timm"):
+        raise ValueError(f"weights= (--weights) goes with package.module:factory and timm:<name> models, not with {spec}")
+    if kind == "zoo":
         model, source = zoo.load(name), {"kind": "zoo", "name": name, **{"log": zoo.training_log(name)}}
-    elif sep and kind == "published":
+    elif kind == "published":
         model, source = published.load(name, model_dir, download=download)
-    elif sep and kind == "robustbench":
+    elif kind == "robustbench":
         model, source = _load_robustbench(name, model_dir, dataset, threat_model, download)
-    elif Path(spec).suffix in (".pt", ".pth", ".ts"):
-        model, source = _load_file(Path(spec), architecture)
+    elif kind == "timm":
+        model, source = user_models.load_timm(name, weights)
+    elif kind == "file":
+        model, source = _load_file(Path(spec), architecture, device)
+    elif kind == "factory":
+        model, source = user_models.load_factory(spec, weights)
     else:
         raise ValueError(
             f"unknown model {spec!r}: use zoo:<name> (one of {', '.join(sorted(zoo.RECIPES))}), "
-            f"published:<name> (one of {', '.join(published.names())}), robustbench:<name>, or a path to a .pt/.pth/.ts file"
+            f"published:<name> (one of {', '.join(published.names())}), robustbench:<name>, timm:<name>, "
+            "package.module:factory, or a path to a .pt/.pth/.ts/.pt2 file"
         )
+    if normalize is not None:
+        mean, std = normalize
+        model = user_models.Normalized(model, mean, std)
+        source = {**source, "normalize": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}}
     return LoadedModel(model.to(device=device, dtype=dtype).eval(), spec, source)

@@ -60,9 +60,9 @@ def _json(value: object) -> object:
 
 
 def one_line(error: BaseException) -> str:
-    """An error as one line for people: its message's first non-empty line, quotes stripped (a
-    KeyError's repr), or the exception's type when it has no message."""
-    message = str(error).strip().strip("'\"")
+    """An error as one line for people: its message's first non-empty line (a KeyError's message,
+    not its repr), or the exception's type when it has no message."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     return next((line.strip() for line in message.splitlines() if line.strip()), type(error).__name__)
 
 

@@ -393,7 +393,9 @@ def _execute(
     carries the report of the complete columns (``partial_report``) and the files written (``saved``)."""
     first = next(iter(evaluations.values()))
     shard = Shard.current()
-    settings = {**report.settings, "table": report.table, "device": first.device.type, "save_adversarial": save_adversarial,
+    # Where eps came from (a default or --eps) does not change a number: it is not a setting to resume by.
+    settings = {**{k: v for k, v in report.settings.items() if k != "eps_source"}, "table": report.table,
+                "device": first.device.type, "save_adversarial": save_adversarial,
                 "mifpe_plugins": report.provenance.get("mifpe_plugins"),
                 "columns": {model: {c.name: c.settings for c in cols} for model, cols in columns.items()}}
     stem = name or report.table
@@ -653,7 +655,8 @@ _LAYOUTS: dict[str, Callable[[Report], Layout]] = {
 def to_markdown(report: Report) -> str:
     """The report as Markdown: its setting, our table, the paper's numbers, the provenance."""
     settings, summary, origin = report.settings, report.summary, report.provenance
-    threat = f"L-inf eps = {settings['eps']:g}" + (f", L2 eps = {settings['l2_eps']:g}" if "l2_eps" in settings else "")
+    threat = (f"L-inf eps = {settings['eps']:g}" + (f" ({settings['eps_source']})" if settings.get("eps_source") else "")
+              + (f", L2 eps = {settings['l2_eps']:g}" if "l2_eps" in settings else ""))
     lines = [f"Robust accuracy %, lower = stronger attack. {settings['n']} samples, {threat}, {settings['steps']} "
              f"iterations, {settings['dtype']} on {settings['device']}, seed {settings['seed']}."]
     if report.interrupted:

@@ -138,7 +138,7 @@ def test_pgdpp_accepts_an_l2_threat_model(tmp_path):
 
 def test_model_and_data_shapes_are_checked_with_one_forward(tmp_path, capsys, no_attack):
     np.savez(tmp_path / "flat.npz", x=np.full((4, 64), 0.5, np.float32), y=np.arange(4))
-    line = _error(capsys, ["table2", "--data", str(tmp_path / "flat.npz"), "--attacks", "fgsm", "--quiet"])
+    line = _error(capsys, ["table2", "--data", str(tmp_path / "flat.npz"), "--eps", "0.1", "--attacks", "fgsm", "--quiet"])
     assert "model zoo:large-margin cannot take the data's inputs (shape (64,) per sample)" in line
 
 
@@ -150,7 +150,7 @@ def test_float_labels_are_refused_not_truncated(suffix, tmp_path, capsys, no_att
         np.savez(path, x=x, y=y)
     else:
         torch.save((torch.from_numpy(x), torch.from_numpy(y)), path)
-    line = _error(capsys, ["table2", "--data", str(path), "--attacks", "fgsm", "--quiet"])
+    line = _error(capsys, ["table2", "--data", str(path), "--eps", "0.1", "--attacks", "fgsm", "--quiet"])
     assert f"{path}: labels must be class indices (whole numbers >= 0), found 3.5" in line
 
 
@@ -185,7 +185,7 @@ def _damaged_files(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
                                   "weights.pt", "pickled.pt", "fake.ts", "nothing.npz"])
 def test_damaged_files_are_one_line_naming_the_file(name, tmp_path, capsys, no_attack):
     option, expected = _damaged_files(tmp_path)[name]
-    line = _error(capsys, ["table2", *option, str(tmp_path / name), "--attacks", "fgsm", "--quiet"])
+    line = _error(capsys, ["table2", *option, str(tmp_path / name), "--eps", "0.1", "--attacks", "fgsm", "--quiet"])
     assert str(tmp_path / name) in line and expected in line
 
 
@@ -300,7 +300,7 @@ def test_ctrl_c_before_anything_finished_writes_nothing(column, journaled, toy, 
     out = tmp_path / "out"
     out.mkdir()
     started = _stop_at(monkeypatch, column)
-    assert _main(["table2", "--model", model_path, "--data", data_path, "--attacks", "fgsm", "--name", "table2-toy",
+    assert _main(["table2", "--model", model_path, "--data", data_path, "--eps", "0.3", "--attacks", "fgsm", "--name", "table2-toy",
                   "--out", str(out), "--quiet"]) == 130
     jobs = ["clean", "FGSM ce"]
     assert started == jobs[:jobs.index(column) + 1]

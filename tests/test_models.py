@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mifpe_plugins import zoo
+from mifpe_plugins.data import file_digest
 from mifpe_plugins.models import load_model
 
 
@@ -31,7 +32,7 @@ def test_state_dict_file_with_architecture(architecture, tmp_path, inputs):
     # the wrapped, DataParallel-prefixed layout many training scripts write
     torch.save({"state_dict": {f"module.{k}": v for k, v in original.state_dict().items()}}, path)
     loaded = load_model(str(path), architecture=architecture, dtype=torch.float64)
-    assert loaded.source == {"kind": "state_dict", "path": str(path), "architecture": architecture}
+    assert loaded.source == {"kind": "state_dict", "path": str(path), "sha256": file_digest(path), "architecture": architecture}
     assert not loaded.model.training
     torch.testing.assert_close(loaded.model(inputs.double()), original.double()(inputs.double()))
 
