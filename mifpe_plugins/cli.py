@@ -6,7 +6,8 @@ lambda ~ 103) and the shipped 1 000 test images: FGSM, PGD-100, APGD-DLR-100 and
 with its original loss and with MIFPE, and the boost MIFPE gives.
 
 Subcommands: table2, table1, table3 (the MIFPE paper's tables), pgdpp (the PGD++ paper's tables),
-diagnose (the floating-point audit of a model, with the papers' figures), zoo (list or retrain
+diagnose (the floating-point audit of a model, with the papers' figures), compare (which samples
+one attack fools that another does not, from a result's per-sample file), zoo (list or retrain
 the model zoo) and demo (the same comparison on a synthetic problem, in seconds).
 
 Everything that can be checked is checked before the first attack: the options, the device and
@@ -236,7 +237,7 @@ def _command(sub, name: str, run: Callable, help: str, description: str, **defau
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mifpe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mifpe_plugins {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,pgdpp,diagnose,zoo,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,pgdpp,diagnose,compare,zoo,demo}")
     full, quick = Budget(), Budget.quick()
     aa_float32 = (". AutoAttack runs in float32 only: another dtype with the AutoAttack column is refused before "
                   "the run starts; leave the column out with {}")
@@ -302,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--root", default=None, help="Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)")
     train.add_argument("--out", default=None, help="where to write NAME.pt and NAME.json (default: the package's zoo)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    compare = _command(sub, "compare", run_compare, "per-sample disagreement of two attack columns of a result",
+                       "Which samples one attack column fools that another does not, from a <name>.samples.csv written by "
+                       "table1, table2, table3 or pgdpp: both robust accuracies, their per-sample worst case, and the "
+                       "indices of the samples each one alone fools.")
+    compare.add_argument("samples", help="a <name>.samples.csv")
+    compare.add_argument("first", help="an attack column, as in the file's '<column>/success' headers, e.g. 'AutoAttack standard'")
+    compare.add_argument("second", help="another attack column, e.g. 'PGD-100 mifpe'")
+    compare.add_argument("--model", default=None, help="the model, for a file of several models (table1, pgdpp)")
 
     demo = _command(sub, "demo", run_demo, "Table-2-style comparison on a synthetic large-margin problem (seconds)",
                     "The Table-2 comparison without AutoAttack (FGSM, PGD and APGD-DLR with their original loss and with MIFPE) "
@@ -370,6 +380,8 @@ def _check_out(out: str) -> Path | None:
 def _validate(args: argparse.Namespace) -> None:
     """Every check that needs neither data nor model, for every subcommand, before anything is
     loaded, trained or attacked. Normalises the list options in place."""
+    if args.command == "compare":
+        return
     if args.command == "zoo":
         if args.zoo_command == "train":
             torch.set_num_threads(args.threads or default_threads())
@@ -697,6 +709,14 @@ def run_demo(args: argparse.Namespace, argv: Sequence[str]) -> Report:
              "data": f"{args.n} synthetic clustered samples (64 features, 10 classes)"}
     args.stem = args.name or f"demo-linf-eps{args.eps:.4g}-{args.dtype}-n{args.n}-seed{args.seed}"
     return _run_table(args, table2, evaluation, attacks=("fgsm", "pgd", "apgd"), command=_command_line(argv), extra=extra)
+
+
+def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    from .tables import compare_columns, comparison_markdown
+
+    comparison = compare_columns(args.samples, args.first, args.second, model=args.model)
+    print(comparison_markdown(comparison), end="")
+    return comparison
 
 
 def run_zoo(args: argparse.Namespace, argv: Sequence[str]) -> None:

@@ -48,7 +48,8 @@ from .reports import (
 
 __all__ = [
     "AttackRow", "Cell", "ConfigurationRow", "Evaluation", "ModelRow", "PAPER_PGDPP", "PAPER_TABLE1", "PAPER_TABLE2",
-    "PAPER_TABLE3", "PgdppRow", "Report", "SAMPLE_FIELDS", "TABLE1_LOSSES", "TIDY_COLUMNS", "pgdpp_table", "table1",
+    "PAPER_TABLE3", "PgdppRow", "Report", "SAMPLE_FIELDS", "TABLE1_LOSSES", "TIDY_COLUMNS", "compare_columns",
+    "comparison_markdown", "pgdpp_table", "table1",
     "table2", "table3", "to_csv", "to_markdown", "write_files", "write_report",
 ]
 
@@ -712,6 +713,52 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
+
+
+def compare_columns(samples: str | Path, first: str, second: str, *, model: str | None = None) -> dict:
+    """Per-sample disagreement of two attack columns of a ``<name>.samples.csv``.
+
+    Among the samples classified correctly clean: how many each column leaves robust, how many
+    both do (the per-sample worst case of the two), and the indices of the samples each one fools
+    that the other does not. ``model`` picks one model of a multi-model table (default: the only one).
+    """
+    with open(samples, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    names = sorted({key.rsplit("/", 1)[0] for key in (rows[0] if rows else {}) if key.endswith("/success")})
+    for column in (first, second):
+        if column not in names:
+            raise ValueError(f"{samples} has no column {column!r}; its columns are {', '.join(names) or 'none'}")
+    models = sorted({row["model"] for row in rows})
+    if model is None and len(models) > 1:
+        raise ValueError(f"{samples} holds several models ({', '.join(models)}): choose one with --model")
+    chosen = [row for row in rows if model is None or row["model"] == model]
+    if not chosen:
+        raise ValueError(f"{samples} has no model {model!r}; its models are {', '.join(models)}")
+    correct = [row for row in chosen if row["label"] == row["clean_prediction"]]
+    if any(row[f"{c}/success"] == "" for row in correct for c in (first, second)):
+        raise ValueError(f"{samples}: {first!r} or {second!r} was not computed for every sample (a partial run)")
+    fooled = {c: {int(row["sample"]) for row in correct if row[f"{c}/success"] == "1"} for c in (first, second)}
+    n = len(chosen)
+    return {"samples": str(samples), "model": chosen[0]["model"], "n": n, "clean_correct": len(correct),
+            "robust": {c: round(100 * (len(correct) - len(fooled[c])) / n, 10) for c in (first, second)},
+            "robust_both": round(100 * (len(correct) - len(fooled[first] | fooled[second])) / n, 10),
+            "only_first_fools": sorted(fooled[first] - fooled[second]), "only_second_fools": sorted(fooled[second] - fooled[first]),
+            "first": first, "second": second}
+
+
+def comparison_markdown(comparison: dict) -> str:
+    """A comparison of :func:`compare_columns` for people."""
+    first, second, robust = comparison["first"], comparison["second"], comparison["robust"]
+    lines = [f"{comparison['model']}, {comparison['n']} samples ({comparison['clean_correct']} correct clean), "
+             f"from `{comparison['samples']}`:", "",
+             *markdown_table(["", "robust accuracy %", "fools, the other does not"], [
+                 [first, robust[first], len(comparison["only_first_fools"])],
+                 [second, robust[second], len(comparison["only_second_fools"])],
+                 ["both (per-sample worst case)", comparison["robust_both"], ""]]), ""]
+    for key, column in (("only_first_fools", first), ("only_second_fools", second)):
+        indices = comparison[key]
+        lines.append(f"Samples only {column} fools: " + (", ".join(map(str, indices)) if indices else "none") + ".")
+    return "\n".join(lines) + "\n"
 
 
 def stock_autoattack(model: Callable[[Tensor], Tensor], norm: str | float = "Linf", eps: float = 8 / 255, **kwargs) -> object:

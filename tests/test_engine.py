@@ -372,3 +372,28 @@ def test_settings_describe_objects_without_memory_addresses():
     described = describe({"loss": my_loss, "eps": torch.full((3,), 0.1), "steps": 5})
     assert " at 0x" not in described["loss"] and "my_loss" in described["loss"]
     assert described["eps"] == "tensor of shape (3,), float32" and described["steps"] == 5
+
+
+def test_compare_lists_the_samples_each_column_alone_fools(tmp_path, capsys):
+    from mifpe_plugins.cli import main
+    from mifpe_plugins.tables import compare_columns
+
+    model, x, y = make_mlp_data(n=40, dtype=torch.float64)
+    y[:3] = (y[:3] + 1) % 4  # three samples wrong from the start: never counted as fooled
+    report = table2(Evaluation(model, x, y, eps=0.1, steps=3, batch_size=16, show_progress=False), attacks=("fgsm", "pgd"),
+                    out=tmp_path, name="t")
+    fgsm, pgd = report.rows[0].original.robust, report.rows[1].mifpe.robust
+    comparison = compare_columns(tmp_path / "t.samples.csv", "FGSM ce", "PGD-3 mifpe")
+    clean = (model(x).argmax(1) == y).numpy()
+    assert comparison["clean_correct"] == int(clean.sum()) == 37
+    assert comparison["only_first_fools"] == np.flatnonzero(clean & ~fgsm & pgd).tolist()
+    assert comparison["only_second_fools"] == np.flatnonzero(clean & fgsm & ~pgd).tolist()
+    assert comparison["only_second_fools"]  # PGD-MIFPE fools samples FGSM-CE does not
+    assert comparison["robust_both"] == pytest.approx(100 * (fgsm & pgd).mean())
+    assert comparison["robust"]["PGD-3 mifpe"] == report.rows[1].mifpe.robust_accuracy
+    assert main(["compare", str(tmp_path / "t.samples.csv"), "FGSM ce", "PGD-3 mifpe"]) == 0
+    printed = capsys.readouterr().out
+    assert "Samples only PGD-3 mifpe fools: " + ", ".join(map(str, comparison["only_second_fools"])) + "." in printed
+    with pytest.raises(SystemExit):
+        main(["compare", str(tmp_path / "t.samples.csv"), "FGSM ce", "APGD mifpe"])
+    assert "has no column 'APGD mifpe'; its columns are FGSM ce, FGSM mifpe, PGD-3 ce, PGD-3 mifpe" in capsys.readouterr().err
