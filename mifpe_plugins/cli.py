@@ -237,7 +237,7 @@ def _command(sub, name: str, run: Callable, help: str, description: str, **defau
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mifpe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mifpe_plugins {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,pgdpp,diagnose,compare,zoo,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{table2,table1,table3,pgdpp,evaluate,diagnose,compare,zoo,demo}")
     full, quick = Budget(), Budget.quick()
     aa_float32 = (". AutoAttack runs in float32 only: another dtype with the AutoAttack column is refused before "
                   "the run starts; leave the column out with {}")
@@ -303,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--root", default=None, help="Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)")
     train.add_argument("--out", default=None, help="where to write NAME.pt and NAME.json (default: the package's zoo)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ev = _command(sub, "evaluate", run_evaluate, "a staged suite of our attacks (e.g. --suite fast), optionally beside AutoAttack",
+                  "Run an evaluation suite: stages of MIFPE attacks, each on the samples still robust, with the robust "
+                  "accuracy after each stage, its forward and backward passes, a sanity check of the model, and with "
+                  "--autoattack AutoAttack standard on the same samples and the per-sample disagreement.", norms=("Linf",))
+    ev.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
+    ev.add_argument("--suite", default="fast", help="a suite of mifpe_plugins/_data/suites.json (default fast)")
+    ev.add_argument("--autoattack", action="store_true", help="also run AutoAttack standard on the same samples")
+    _add_run_options(ev, dtype_help=aa_float32.format("leaving out --autoattack"))
 
     compare = _command(sub, "compare", run_compare, "per-sample disagreement of two attack columns of a result",
                        "Which samples one attack column fools that another does not, from a <name>.samples.csv written by "
@@ -416,9 +425,15 @@ def _validate(args: argparse.Namespace) -> None:
         hint = "; mifpe pgdpp also runs L2 attacks" if args.threat_model == "L2" else ""
         raise ValueError(f"mifpe {command} attacks in {' and '.join(args.norms)} only, but --threat-model {args.threat_model} "
                          f"selects a model for another threat; use --threat-model {args.norms[0]}{hint}")
-    if "autoattack" in getattr(args, "attacks", ()) or (command == "table1" and not args.no_autoattack):
+    if command == "evaluate":
+        from .suites import get_suite
+
+        get_suite(args.suite)
+    if ("autoattack" in getattr(args, "attacks", ()) or (command == "table1" and not args.no_autoattack)
+            or (command == "evaluate" and args.autoattack)):
         others = [a for a in getattr(args, "attacks", ()) if a != "autoattack"]
-        leave_out = f"--attacks {','.join(others)}" if others else "--no-autoattack" if command == "table1" else ""
+        leave_out = (f"--attacks {','.join(others)}" if others else "--no-autoattack" if command == "table1"
+                     else "no --autoattack" if command == "evaluate" else "")
         if args.dtype != "float32":
             raise ValueError(f"AutoAttack runs in float32 only, so --dtype {args.dtype} cannot run its column: use --dtype "
                              f"float32" + (f", or leave AutoAttack out with {leave_out}" if leave_out else ""))
@@ -609,7 +624,8 @@ def _stem(args: argparse.Namespace, models: Sequence[str], n: int) -> str:
     kind, _, where = args.data.partition(":")
     data = _slug(f"{kind}-{Path(where).name}" if where else Path(kind).stem if kind.endswith((".npz", ".pt")) else kind)
     threat = f"linf-eps{args.eps:.4g}" + (f"-l2-eps{args.l2_eps:.4g}" if args.command == "pgdpp" else "")
-    return f"{args.command}-{model}-{data}-{threat}-{args.dtype}-n{n}"
+    command = f"evaluate-{args.suite}" if args.command == "evaluate" else args.command
+    return f"{command}-{model}-{data}-{threat}-{args.dtype}-n{n}"
 
 
 def _one_model(args: argparse.Namespace):
@@ -711,6 +727,14 @@ def run_demo(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     return _run_table(args, table2, evaluation, attacks=("fgsm", "pgd", "apgd"), command=_command_line(argv), extra=extra)
 
 
+def run_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> Report:
+    from .suites import evaluate_suite
+
+    evaluation, extra = _one_model(args)
+    return _run_table(args, evaluate_suite, evaluation, suite=args.suite, autoattack=args.autoattack,
+                      command=_command_line(argv), extra=extra)
+
+
 def run_compare(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     from .tables import compare_columns, comparison_markdown
 
@@ -758,7 +782,7 @@ def _saved(error: BaseException, args: argparse.Namespace) -> str:
     return (f"the finished columns, marked partial, are in {args.out}" if paths else "the finished part is printed above") + resume
 
 
-_SHARDED = ("table1", "table2", "table3", "pgdpp")
+_SHARDED = ("table1", "table2", "table3", "pgdpp", "evaluate")
 
 
 @contextmanager

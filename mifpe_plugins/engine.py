@@ -14,6 +14,7 @@ sample is attacked exactly once.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -33,10 +34,13 @@ from .journal import ChunkRecord, Journal
 from .losses import logit_margin, top_margin
 from .progress import bar
 
-__all__ = ["Chunks", "Column", "ColumnResult", "PassCounter", "Shard", "chunk_generator", "describe", "run_columns"]
+__all__ = ["ChunkOutcome", "Chunks", "Column", "ColumnResult", "PassCounter", "Shard", "chunk_generator", "describe", "run_columns"]
 
 #: The clean pass of every model: a column with no attack.
 CLEAN = "clean"
+
+# A chunk's totals travel in its arrays under this name (a 0-d string array of JSON).
+_STATS = "__stats__"
 
 #: (model, x, y, generator=, rows=) -> adversarial x; ``rows`` is the chunk's slice of the set.
 AttackFn = Callable[..., Tensor]
@@ -134,12 +138,24 @@ class PassCounter(nn.Module):
         return self.model(x)
 
 
+@dataclass
+class ChunkOutcome:
+    """What a column's attack may return instead of the adversarial inputs alone: extra per-sample
+    ``arrays`` (tensors or arrays of shape (B,), journaled and joined like the engine's own) and
+    chunk totals ``stats`` (name -> number, summed over chunks into :attr:`ColumnResult.stats`)."""
+
+    adversarial: Tensor
+    arrays: dict[str, Tensor | np.ndarray] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Column:
     """One attack on one model over the whole evaluation set: a column of a table.
 
-    ``attack(model, x, y, generator=, rows=)`` returns the adversarial inputs of one chunk
-    (``model`` counts its passes; ``rows`` is the chunk's slice, for per-sample arguments).
+    ``attack(model, x, y, generator=, rows=)`` returns the adversarial inputs of one chunk, or a
+    :class:`ChunkOutcome` with them (``model`` counts its passes; ``rows`` is the chunk's slice,
+    for per-sample arguments).
     ``eps`` and ``norm`` measure the perturbations; ``settings`` (JSON) goes into the journal's
     settings, so a changed attack is never resumed into.
     """
@@ -160,7 +176,8 @@ class ColumnResult:
     adversarial input is misclassified), ``margin`` (at the adversarial input), ``norm`` (of the
     perturbation), ``gradients`` (loss-gradient evaluations of the sample, -1 where the attack
     does not report them), ``within_eps`` when the column has an ``eps``, and ``adversarial``
-    when kept. ``seconds`` sums the chunks' attack time.
+    when kept, and whatever extra arrays the attack returned. ``seconds`` sums the chunks' attack
+    time, ``stats`` the chunk totals the attack returned.
     """
 
     model: str
@@ -169,6 +186,7 @@ class ColumnResult:
     seconds: float
     forward_passes: int
     backward_passes: int
+    stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -232,13 +250,18 @@ def _attack_job(model: Callable, column: Column, x: Tensor, y: Tensor, generator
     _synchronize(x.device)
     tic = time.perf_counter()
     with per_sample_gradients() as tallies:
-        x_adv = column.attack(counter, x, y, generator=generator, rows=rows).detach()
+        outcome = column.attack(counter, x, y, generator=generator, rows=rows)
+    if not isinstance(outcome, ChunkOutcome):
+        outcome = ChunkOutcome(outcome)
+    x_adv = outcome.adversarial.detach()
     _synchronize(x.device)
     seconds = time.perf_counter() - tic
     with torch.no_grad():
         logits = model(x_adv)
     norms = norm_of(x_adv - x, column.norm)
-    gradients = torch.stack(tallies).sum(0) if tallies else torch.full_like(y, -1)
+    # Tallies of calls on the whole chunk add up per sample; an attack on subsets reports its own.
+    whole = tallies and all(t.shape == y.shape for t in tallies)
+    gradients = torch.stack(tallies).sum(0) if whole else torch.full_like(y, -1)
     arrays = {"success": _numpy(logits.argmax(1) != y, np.bool_), "margin": _numpy(logit_margin(logits, y), np.float64),
               "norm": _numpy(norms, np.float64), "gradients": _numpy(gradients, np.int64)}
     if column.eps is not None:
@@ -249,6 +272,10 @@ def _attack_job(model: Callable, column: Column, x: Tensor, y: Tensor, generator
         arrays["within_eps"] = _numpy(norms <= radius + tolerance, np.bool_)
     if keep_adversarial:
         arrays["adversarial"] = x_adv.cpu().numpy()
+    for name, values in outcome.arrays.items():
+        arrays[name] = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if outcome.stats:
+        arrays[_STATS] = np.array(json.dumps(outcome.stats, sort_keys=True))
     return arrays, seconds, counter
 
 
@@ -362,9 +389,13 @@ def collect(journal: Journal, evaluations: dict[str, Any], columns: dict[str, Se
         if len(chunks) < count:
             continue
         ordered = [chunks[i] for i in range(count)]
-        arrays = {name: np.concatenate([r.arrays[name] for r in ordered]) for name in ordered[0].arrays}
+        arrays = {name: np.concatenate([r.arrays[name] for r in ordered]) for name in ordered[0].arrays if name != _STATS}
+        stats: dict[str, float] = {}
+        for record in ordered:
+            for name, value in json.loads(str(record.arrays.get(_STATS, "{}"))).items():
+                stats[name] = stats.get(name, 0) + value
         results[key] = ColumnResult(*key, arrays, sum(r.seconds for r in ordered), sum(r.forward for r in ordered),
-                                    sum(r.backward for r in ordered))
+                                    sum(r.backward for r in ordered), stats)
     return results
 
 

@@ -162,7 +162,7 @@ class Journal:
         with self._writer:
             self._writer.execute("BEGIN")
             self._writer.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 (record.model, record.column, record.chunk, len(next(iter(record.arrays.values()))),
+                                 (record.model, record.column, record.chunk, next(len(a) for a in record.arrays.values() if np.ndim(a)),
                                   record.seconds, record.forward, record.backward, _pack(record.arrays)))
 
     def close(self) -> None:

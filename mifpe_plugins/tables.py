@@ -667,7 +667,9 @@ def to_markdown(report: Report) -> str:
                      f"the correctly classified samples have a top-2 logit gap above lambda = {summary['lambda']:.2f} "
                      f"(median {summary['margin_median']:.1f}).")
     for caption, head, body in _LAYOUTS[report.table](report):
-        if body or not caption:
+        if not head:  # a note under the tables
+            lines += ["", caption]
+        elif body or not caption:
             lines += ["", *([caption, ""] if caption else []), *markdown_table(head, body)]
     autoattack = f"AutoAttack: {origin['autoattack_distribution']}, " if "autoattack_distribution" in origin else ""
     lines += ["", f"`{origin['command']}` — mifpe_plugins {origin['mifpe_plugins']} (commit {origin['commit']}), "

@@ -1,0 +1,87 @@
+"""Evaluation suites: stages on the samples still robust, their passes, the sanity flags, AutoAttack beside them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyCNN, large_margin_problem, make_mlp_data
+from torch import nn
+
+from mifpe_plugins.cli import main
+from mifpe_plugins.suites import evaluate_suite, get_suite, sanity_check, suite_names
+from mifpe_plugins.tables import Evaluation
+
+
+def test_every_registered_suite_is_valid_and_unknown_names_are_refused():
+    assert "fast" in suite_names()
+    for name in suite_names():
+        assert get_suite(name)
+    with pytest.raises(ValueError, match="unknown suite 'fastest'; choose from fast"):
+        get_suite("fastest")
+
+
+def test_each_stage_attacks_only_the_samples_still_robust():
+    model, x, y = make_mlp_data(n=48, dtype=torch.float64)
+    report = evaluate_suite(Evaluation(model, x, y, eps=0.06, steps=10, batch_size=16, show_progress=False))
+    rows, result = report.rows, report.results[("model", "suite fast")]
+    accuracies = [r.robust_accuracy for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)  # every stage can only fool more
+    clean = report.summary["clean_accuracy"]
+    assert rows[0].attacked == round(clean * 48 / 100)
+    for before, row in zip(rows, rows[1:], strict=False):
+        assert row.attacked == round(before.robust_accuracy * 48 / 100)
+    assert result.arrays["gradients"].sum() == sum(r.backward_passes for r in rows) == result.backward_passes
+    stage = result.arrays["stage"]
+    robust = report.summary["suite_result"]["robust_accuracy"]
+    assert robust == accuracies[-1] == pytest.approx(100 * np.mean((stage < 0) & (report.results[("model", "clean")].arrays["prediction"] == y.numpy())))
+
+
+def test_the_sanity_check_flags_zero_gradients_probabilities_and_randomness():
+    model, x, y = large_margin_problem(torch.float32, n=16)
+    flags = sanity_check(model, x, y)
+    assert flags["zero_gradient_percent"] == 100.0 and not flags["softmax_outputs"] and not flags["random_outputs"]
+    assert "run mifpe diagnose" in flags["warnings"][0]
+    softmax = nn.Sequential(model, nn.Softmax(dim=1))
+    assert sanity_check(softmax, x, y)["softmax_outputs"]
+
+    class Noisy(nn.Module):
+        def forward(self, inputs):
+            return model(inputs) + torch.randn(inputs.shape[0], 5)
+
+    assert sanity_check(Noisy(), x, y)["random_outputs"]
+    mlp, xm, ym = make_mlp_data(n=16, dtype=torch.float64)
+    assert sanity_check(mlp, xm, ym)["warnings"] == []
+
+
+def test_autoattack_beside_the_suite_lists_the_disagreement():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TinyCNN(classes=4).eval()
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    report = evaluate_suite(Evaluation(model, x, y, eps=0.08, steps=10, batch_size=6, show_progress=False), suite="pgd",
+                            autoattack=True)
+    summary = report.summary
+    ours, theirs = report.results[("model", "suite pgd")], report.results[("model", "AutoAttack standard")]
+    suite_robust, aa_robust = ~ours.arrays["success"], ~theirs.arrays["success"]
+    assert summary["only_autoattack_fools"] == np.flatnonzero(suite_robust & ~aa_robust).tolist()
+    assert summary["only_suite_fools"] == np.flatnonzero(~suite_robust & aa_robust).tolist()
+    assert summary["worst_case"] == pytest.approx(100 * np.mean(suite_robust & aa_robust))
+    assert summary["suite_result"]["backward_passes"] < summary["autoattack"]["backward_passes"]
+
+
+def test_mifpe_evaluate_writes_the_suite_report(tmp_path, capsys):
+    assert main(["evaluate", "--n", "20", "--batch-size", "10", "--out", str(tmp_path), "--name", "s",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| MIFPE-PGD-100 |" in printed and "run mifpe diagnose" in printed
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["suite"] == "fast" and len(report["rows"]) == len(get_suite("fast"))
+    assert report["sanity"]["zero_gradient_percent"] > 50  # the large-margin zoo model underflows in float32
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--suite", "nope", "--quiet"])
+    assert "unknown suite 'nope'; choose from fast" in capsys.readouterr().err
