@@ -30,17 +30,17 @@ from .evaluate import ATTACKS
 from .losses import ce_loss, resolve_loss
 from .reports import Record
 from .tables import (
-    _LAYOUTS,
+    LAYOUTS,
     Cell,
     Evaluation,
     Layout,
     Report,
-    _cell,
-    _execute,
-    _model_key,
-    _percent,
-    _report,
-    _summary,
+    clean_summary,
+    column_cell,
+    model_key,
+    new_report,
+    percent,
+    run_report,
 )
 
 __all__ = ["Stage", "StageRow", "evaluate_suite", "get_suite", "sanity_check", "suite_names"]
@@ -171,8 +171,8 @@ def evaluate_suite(
     AutoAttack's totals and their per-sample disagreement.
     """
     stages = get_suite(suite)
-    model = _model_key(extra)
-    report = _report("suite", evaluation, command, extra, autoattack=autoattack, suite=suite)
+    model = model_key(extra)
+    report = new_report("suite", evaluation, command, extra, autoattack=autoattack, suite=suite)
     columns = [_suite_column(evaluation, stages, suite), *([evaluation.autoattack("original", "AutoAttack standard")]
                                                             if autoattack else [])]
     flags = sanity_check(evaluation.model, *evaluation.chunk(0)) if evaluation.n else {"warnings": []}
@@ -180,25 +180,25 @@ def evaluate_suite(
     def assemble(report: Report, results: dict) -> None:
         if (model, CLEAN) not in results:
             return
-        report.summary = {**_summary(results[(model, CLEAN)], evaluation.dtype), "sanity": flags}
+        report.summary = {**clean_summary(results[(model, CLEAN)], evaluation.dtype), "sanity": flags}
         ours = results.get((model, f"suite {suite}"))
         if ours is not None:
             correct = results[(model, CLEAN)].arrays["prediction"] == results[(model, CLEAN)].arrays["label"]
             fooled_by = ours.arrays["stage"]
             for k, stage in enumerate(stages):
                 robust = correct & ((fooled_by < 0) | (fooled_by > k))
-                report.rows.append(StageRow(stage.name, stage.attack, _percent(robust), int(ours.stats.get(f"{k}/attacked", 0)),
+                report.rows.append(StageRow(stage.name, stage.attack, percent(robust), int(ours.stats.get(f"{k}/attacked", 0)),
                                             int(ours.stats.get(f"{k}/forward", 0)), int(ours.stats.get(f"{k}/backward", 0))))
-            report.summary["suite_result"] = _cell(results, model, f"suite {suite}").to_json()
-        reference: Cell | None = _cell(results, model, "AutoAttack standard") if autoattack else None
+            report.summary["suite_result"] = column_cell(results, model, f"suite {suite}").to_json()
+        reference: Cell | None = column_cell(results, model, "AutoAttack standard") if autoattack else None
         if ours is not None and reference is not None:
-            suite_cell = _cell(results, model, f"suite {suite}")
+            suite_cell = column_cell(results, model, f"suite {suite}")
             report.summary["autoattack"] = reference.to_json()
-            report.summary["worst_case"] = _percent(suite_cell.robust & reference.robust)
+            report.summary["worst_case"] = percent(suite_cell.robust & reference.robust)
             report.summary["only_autoattack_fools"] = np.flatnonzero(suite_cell.robust & ~reference.robust).tolist()
             report.summary["only_suite_fools"] = np.flatnonzero(~suite_cell.robust & reference.robust).tolist()
 
-    return _execute(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
+    return run_report(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
                     overwrite=overwrite, save_adversarial=save_adversarial)
 
 
@@ -230,4 +230,4 @@ def _suite_layout(report: Report) -> Layout:
     return layout
 
 
-_LAYOUTS["suite"] = _suite_layout
+LAYOUTS["suite"] = _suite_layout

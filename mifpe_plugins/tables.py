@@ -99,7 +99,8 @@ def _measured(cell: Cell | None) -> dict:
     return cell.to_json() if cell is not None else dict.fromkeys(("robust_accuracy", "seconds", "forward_passes", "backward_passes"))
 
 
-def _percent(mask: np.ndarray) -> float:
+def percent(mask: np.ndarray) -> float:
+    """The share of True in a per-sample mask, in %."""
     # From the integer count, so that 937 of 1000 prints as 93.7, not 93.69999694824219.
     return round(100 * int(mask.sum()) / mask.size, 10) if mask.size else math.nan
 
@@ -108,21 +109,21 @@ def _clean_correct(clean: ColumnResult) -> np.ndarray:
     return clean.arrays["prediction"] == clean.arrays["label"]
 
 
-def _cell(results: dict, model: str, column: str) -> Cell | None:
+def column_cell(results: dict, model: str, column: str) -> Cell | None:
     """The column's cell, when the column and its model's clean pass are complete."""
     result, clean = results.get((model, column)), results.get((model, CLEAN))
     if result is None or clean is None:
         return None
     robust = _clean_correct(clean) & ~result.arrays["success"]
-    return Cell(_percent(robust), result.seconds, result.forward_passes, result.backward_passes, robust)
+    return Cell(percent(robust), result.seconds, result.forward_passes, result.backward_passes, robust)
 
 
-def _summary(clean: ColumnResult, dtype: torch.dtype) -> dict:
+def clean_summary(clean: ColumnResult, dtype: torch.dtype) -> dict:
     """Clean accuracy, and the share of correctly classified samples whose top-2 logit gap
     exceeds lambda of the dtype."""
     correct = _clean_correct(clean)
     gaps = clean.arrays["top_gap"][correct]
-    return {"clean_accuracy": _percent(correct), "lambda": underflow_threshold(dtype),
+    return {"clean_accuracy": percent(correct), "lambda": underflow_threshold(dtype),
             "margin_median": float(np.median(gaps)) if gaps.size else math.nan,
             "share_of_margins_above_lambda": percent_underflowing(torch.from_numpy(gaps), dtype)}
 
@@ -368,8 +369,9 @@ class Report(Record):
         return pd.DataFrame(self.records(), columns=TIDY_COLUMNS)
 
 
-def _report(table: str, evaluation: Evaluation, command: str, extra: dict | None, *, autoattack: bool = False,
-            **settings) -> Report:
+def new_report(table: str, evaluation: Evaluation, command: str, extra: dict | None, *, autoattack: bool = False,
+               **settings) -> Report:
+    """A report of ``table`` with its provenance (and AutoAttack's distribution) and settings."""
     origin = provenance(command)
     if autoattack:  # which AutoAttack distribution and version runs (the adapter's default)
         from .adapters import autoattack as aa
@@ -384,7 +386,7 @@ def _stopped(error: BaseException) -> str:
     return f"stopped by an error: {one_line(error)}"
 
 
-def _execute(
+def run_report(
     report: Report, evaluations: dict[str, Evaluation], columns: dict[str, list[Column]],
     assemble: Callable[[Report, dict], None], *, out: str | Path | None, name: str | None, resume: bool,
     overwrite: bool, save_adversarial: bool,
@@ -423,7 +425,8 @@ def _execute(
     return report
 
 
-def _model_key(extra: dict | None) -> str:
+def model_key(extra: dict | None) -> str:
+    """The key of a one-model report's model: its spec, or "model" in the Python API."""
     return str((extra or {}).get("model", "model"))
 
 
@@ -450,8 +453,8 @@ def table2(
     unknown = [a for a in attacks if a not in plan]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(plan)}")
-    model = _model_key(extra)
-    report = _report("table2", evaluation, command, extra, autoattack="autoattack" in attacks)
+    model = model_key(extra)
+    report = new_report("table2", evaluation, command, extra, autoattack="autoattack" in attacks)
     columns = []
     for key in attacks:
         title, original_loss, _ = plan[key]
@@ -461,18 +464,18 @@ def table2(
 
     def assemble(report: Report, results: dict) -> None:
         if (model, CLEAN) in results:
-            report.summary = _summary(results[(model, CLEAN)], evaluation.dtype)
+            report.summary = clean_summary(results[(model, CLEAN)], evaluation.dtype)
         for key in attacks:
             title, original_loss, paper_key = plan[key]
-            original = _cell(results, model, f"{title} {original_loss}")
+            original = column_cell(results, model, f"{title} {original_loss}")
             if original is None:
                 continue
             paper = {"attack": paper_key, **dict(zip(("original", "mifpe"), PAPER_TABLE2[paper_key], strict=True))}
-            mifpe = _cell(results, model, f"{title} mifpe")
+            mifpe = column_cell(results, model, f"{title} mifpe")
             report.rows.append(AttackRow(title, original_loss, original, paper, mifpe,
                                          None if mifpe is None else round(original.robust_accuracy - mifpe.robust_accuracy, 10)))
 
-    return _execute(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
+    return run_report(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
                     overwrite=overwrite, save_adversarial=save_adversarial)
 
 
@@ -485,7 +488,7 @@ def table1(
     (the "best" column) and the per-sample worst case over every attack run. Run options as in
     :func:`table2`."""
     first = next(iter(evaluations.values()))
-    report = _report("table1", first, command, extra, autoattack=autoattack, losses=list(losses))
+    report = new_report("table1", first, command, extra, autoattack=autoattack, losses=list(losses))
     columns = {model: [*(e.core("pgd", loss, f"PGD-{e.steps} {loss}") for loss in losses),
                        *([e.autoattack("original", "AutoAttack standard")] if autoattack else [])]
                for model, e in evaluations.items()}
@@ -496,17 +499,17 @@ def table1(
                 continue
             paper = (published.paper_table1(model.removeprefix("published:")) if model.startswith("published:")
                      else PAPER_TABLE1.get(model.removeprefix("zoo:")))
-            row = ModelRow(model, _summary(results[(model, CLEAN)], evaluation.dtype),
+            row = ModelRow(model, clean_summary(results[(model, CLEAN)], evaluation.dtype),
                            paper=dict(zip(("row", "clean_accuracy", "pgd", "best"), paper, strict=True)) if paper else None)
-            row.pgd = {loss: cell for loss in losses if (cell := _cell(results, model, f"PGD-{evaluation.steps} {loss}"))}
-            row.autoattack = _cell(results, model, "AutoAttack standard") if autoattack else None
+            row.pgd = {loss: cell for loss in losses if (cell := column_cell(results, model, f"PGD-{evaluation.steps} {loss}"))}
+            row.autoattack = column_cell(results, model, "AutoAttack standard") if autoattack else None
             cells = [*row.pgd.values(), *([row.autoattack] if row.autoattack else [])]
             if len(cells) == len(columns[model]):  # robust against every attack, per sample
-                row.worst_case = _percent(np.logical_and.reduce([cell.robust for cell in cells]))
+                row.worst_case = percent(np.logical_and.reduce([cell.robust for cell in cells]))
             if cells:
                 report.rows.append(row)
 
-    return _execute(report, evaluations, columns, assemble, out=out, name=name, resume=resume, overwrite=overwrite,
+    return run_report(report, evaluations, columns, assemble, out=out, name=name, resume=resume, overwrite=overwrite,
                     save_adversarial=save_adversarial)
 
 
@@ -518,20 +521,20 @@ def table3(
     """The MIFPE paper's Table 3 (ablation): PGD-``steps`` per loss, plain (constant step
     2.5 eps / steps), then with momentum 0.75, then with the 2 eps (1 - i / I) schedule. Run
     options as in :func:`table2`."""
-    model = _model_key(extra)
-    report = _report("table3", evaluation, command, extra, losses=list(losses))
+    model = model_key(extra)
+    report = new_report("table3", evaluation, command, extra, losses=list(losses))
     columns = [evaluation.core("pgd", loss, f"{config} {loss}", **settings)
                for config, settings in TABLE3_CONFIGS.items() for loss in losses]
 
     def assemble(report: Report, results: dict) -> None:
         if (model, CLEAN) in results:
-            report.summary = _summary(results[(model, CLEAN)], evaluation.dtype)
+            report.summary = clean_summary(results[(model, CLEAN)], evaluation.dtype)
         for config, settings in TABLE3_CONFIGS.items():
-            cells = {loss: cell for loss in losses if (cell := _cell(results, model, f"{config} {loss}"))}
+            cells = {loss: cell for loss in losses if (cell := column_cell(results, model, f"{config} {loss}"))}
             if cells:
                 report.rows.append(ConfigurationRow(config, **settings, results=cells, paper=PAPER_TABLE3[config]))
 
-    return _execute(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
+    return run_report(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
                     overwrite=overwrite, save_adversarial=save_adversarial)
 
 
@@ -547,7 +550,7 @@ def pgdpp_table(
     from .diagnose import clever, pgdpp_attacks
 
     first = next(iter(evaluations.values()))
-    report = _report("pgdpp", first, command, extra, l2_eps=l2_eps, columns=list(_PGDPP_COLUMNS),
+    report = new_report("pgdpp", first, command, extra, l2_eps=l2_eps, columns=list(_PGDPP_COLUMNS),
                      clever_samples=clever_samples, clever_batches=clever_batches)
 
     def planned(evaluation: Evaluation) -> list[Column]:
@@ -564,13 +567,13 @@ def pgdpp_table(
         for model in evaluations:
             if (model, CLEAN) not in results:
                 continue
-            cells = {title: cell.robust_accuracy for title in _PGDPP_COLUMNS if (cell := _cell(results, model, title))}
+            cells = {title: cell.robust_accuracy for title in _PGDPP_COLUMNS if (cell := column_cell(results, model, title))}
             paper = PAPER_PGDPP.get(model.removeprefix("zoo:"))
             if cells:
-                report.rows.append(PgdppRow(model, _percent(_clean_correct(results[(model, CLEAN)])), cells,
+                report.rows.append(PgdppRow(model, percent(_clean_correct(results[(model, CLEAN)])), cells,
                                             paper={"row": paper[0], "results": paper[1]} if paper else None))
 
-    report = _execute(report, evaluations, columns, assemble, out=out, name=name, resume=resume, overwrite=overwrite,
+    report = run_report(report, evaluations, columns, assemble, out=out, name=name, resume=resume, overwrite=overwrite,
                       save_adversarial=save_adversarial)
     if clever_samples and report.rows:
         for row in report.rows:
@@ -648,7 +651,7 @@ def _pgdpp_layout(report: Report) -> Layout:
     ]
 
 
-_LAYOUTS: dict[str, Callable[[Report], Layout]] = {
+LAYOUTS: dict[str, Callable[[Report], Layout]] = {
     "table1": _table1_layout, "table2": _table2_layout, "table3": _table3_layout, "pgdpp": _pgdpp_layout,
 }
 
@@ -666,7 +669,7 @@ def to_markdown(report: Report) -> str:
         lines.append(f"Clean accuracy {summary['clean_accuracy']:.2f} %; {summary['share_of_margins_above_lambda']:.1f} % of "
                      f"the correctly classified samples have a top-2 logit gap above lambda = {summary['lambda']:.2f} "
                      f"(median {summary['margin_median']:.1f}).")
-    for caption, head, body in _LAYOUTS[report.table](report):
+    for caption, head, body in LAYOUTS[report.table](report):
         if not head:  # a note under the tables
             lines += ["", caption]
         elif body or not caption:
