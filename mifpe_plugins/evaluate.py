@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attacks import apgd, fgsm, pgd
+from .attacks import apgd, fgsm, pgd, square
 from .attacks._common import (
     check_callable,
     check_inputs,
@@ -26,7 +26,7 @@ from .journal import Journal, claim
 __all__ = ["EvaluationResult", "evaluate", "robust_accuracy", "ATTACKS"]
 
 Attack = Callable[..., Tensor]
-ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
+ATTACKS: dict[str, Attack] = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "square": square}
 
 
 @dataclass
@@ -152,7 +152,7 @@ def evaluate(
         Returns logits; used as given (call ``model.eval()`` first).
     inputs, labels : Tensor
         The whole evaluation set (N, ...) and true classes (N,), on the model's device.
-    attack : {"fgsm", "pgd", "apgd"} or callable
+    attack : {"fgsm", "pgd", "apgd", "square"} or callable
         A core attack by name, or any ``attack(model, x, y, **kwargs) -> x_adv``.
     batch_size : int
         Samples per chunk (per attack call).

@@ -14,7 +14,10 @@ samples with the per-sample disagreement.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import logging
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,9 +28,10 @@ from torch import Tensor
 
 from .attacks._common import looks_like_probabilities
 from .attacks._loop import per_sample_gradients
-from .engine import CLEAN, ChunkOutcome, Column
+from .engine import CLEAN, ChunkOutcome, Column, Shard
 from .evaluate import ATTACKS
-from .losses import ce_loss, resolve_loss
+from .losses import ce_loss, logit_margin, resolve_loss
+from .progress import log_above_bars
 from .reports import Record
 from .tables import (
     LAYOUTS,
@@ -45,8 +49,10 @@ from .tables import (
 
 __all__ = ["Stage", "StageRow", "evaluate_suite", "get_suite", "sanity_check", "suite_names"]
 
-_OPTIONS = {"loss", "temperature", "steps", "target_classes", "restarts", "random_start", "momentum", "schedule",
-            "step_size", "rho", "keep_best"}
+_LOG = logging.getLogger(__name__)
+
+# What a stage cannot set: the suite passes these (the chunk, its eps and generator, the start).
+_SET_BY_SUITE = {"model", "inputs", "labels", "eps", "norm", "bounds", "generator", "callback", "start", "targeted"}
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,25 @@ class Stage:
     attack: str
     options: dict = field(default_factory=dict)
 
-    def run(self, model, x: Tensor, y: Tensor, *, eps: float, generator: torch.Generator) -> Tensor:
+    def run(self, model, x: Tensor, y: Tensor, *, eps: float, generator: torch.Generator, start: Tensor) -> Tensor:
+        """Attack ``x``; a gradient-free search continues from ``start``, the smallest-margin points so far."""
         options = dict(self.options)
-        loss = resolve_loss(options.pop("loss", "mifpe"), temperature=options.pop("temperature", None))
-        return ATTACKS[self.attack](model, x, y, eps=eps, loss=loss, generator=generator, **options)
+        if "loss" in _parameters(self.attack):
+            options["loss"] = resolve_loss(options.pop("loss", "mifpe"), temperature=options.pop("temperature", None))
+        if "start" in _parameters(self.attack):
+            options["start"] = start
+        return ATTACKS[self.attack](model, x, y, eps=eps, generator=generator, **options)
+
+
+def _parameters(attack: str) -> set[str]:
+    return set(inspect.signature(ATTACKS[attack]).parameters)
+
+
+def _options(attack: str) -> set[str]:
+    """The options a suite's stage may set for ``attack``: its keywords but the suite's own, and
+    MIFPE's temperature beside a loss."""
+    options = _parameters(attack) - _SET_BY_SUITE
+    return options | {"temperature"} if "loss" in options else options
 
 
 @functools.cache
@@ -81,10 +102,12 @@ def get_suite(name: str) -> tuple[Stage, ...]:
     for spec in entry["stages"]:
         spec = dict(spec)
         name_, attack = spec.pop("name"), spec.pop("attack")
-        unknown = set(spec) - _OPTIONS
-        if attack not in ATTACKS or unknown:
-            raise ValueError(f"suite {name!r}, stage {name_!r}: attack must be one of {', '.join(ATTACKS)} and options "
-                             f"among {', '.join(sorted(_OPTIONS))} (got {attack!r}, {sorted(unknown)})")
+        if attack not in ATTACKS:
+            raise ValueError(f"suite {name!r}, stage {name_!r}: attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+        unknown = set(spec) - _options(attack)
+        if unknown:
+            raise ValueError(f"suite {name!r}, stage {name_!r}: {attack} takes the options "
+                             f"{', '.join(sorted(_options(attack)))}; got {', '.join(sorted(unknown))}")
         stages.append(Stage(name_, attack, spec))
     return tuple(stages)
 
@@ -117,30 +140,54 @@ def sanity_check(model, x: Tensor, y: Tensor) -> dict:
 
 
 def _suite_column(evaluation: Evaluation, stages: tuple[Stage, ...], name: str) -> Column:
+    totals = {"samples": 0, "correct": 0, **{f"{k}/{what}": 0 for k in range(len(stages)) for what in ("robust", "seconds")}}
+
     def run(model, x: Tensor, y: Tensor, *, generator: torch.Generator, rows: slice) -> ChunkOutcome:
         with torch.no_grad():
-            still_robust = model(x).argmax(1) == y
-        x_adv, fooled_by, gradients = x.clone(), torch.full_like(y, -1), torch.zeros_like(y)
+            logits = model(x)
+        # Per sample, the point of smallest margin so far: the adversarial example once fooled.
+        x_adv, margin, still_robust = x.clone(), logit_margin(logits, y), logits.argmax(1) == y
+        fooled_by, gradients = torch.full_like(y, -1), torch.zeros_like(y)
         stats: dict[str, float] = {}
         for k, stage in enumerate(stages):
+            tic, forward, backward = time.perf_counter(), model.forward_passes, model.backward_passes
             index = still_robust.nonzero().squeeze(1)  # one host sync per stage
-            forward, backward = model.forward_passes, model.backward_passes
             if index.numel():
                 with per_sample_gradients() as tallies:
-                    adversarial = stage.run(model, x[index], y[index], eps=evaluation.eps, generator=generator)
+                    adversarial = stage.run(model, x[index], y[index], eps=evaluation.eps, generator=generator,
+                                            start=x_adv[index])
                 for tally in tallies:
                     gradients.index_add_(0, index, tally)
                 with torch.no_grad():
-                    fooled = model(adversarial).argmax(1) != y[index]
-                x_adv[index[fooled]] = adversarial[fooled]
+                    logits = model(adversarial)
+                stage_margin, fooled = logit_margin(logits, y[index]), logits.argmax(1) != y[index]
+                take = fooled | (stage_margin < margin[index])
+                x_adv[index[take]] = adversarial[take]
+                margin[index[take]] = stage_margin[take]
                 fooled_by[index[fooled]] = k
                 still_robust[index[fooled]] = False
-            stats.update({f"{k}/attacked": int(index.numel()), f"{k}/forward": model.forward_passes - forward,
+            stats.update({f"{k}/attacked": int(index.numel()), f"{k}/robust": int(still_robust.sum()),
+                          f"{k}/seconds": time.perf_counter() - tic, f"{k}/forward": model.forward_passes - forward,
                           f"{k}/backward": model.backward_passes - backward})
+        _log_chunk(totals, stats, stages, x.shape[0], rows, evaluation.n)
         return ChunkOutcome(x_adv, {"stage": fooled_by, "gradients": gradients}, stats)
 
     settings = {"suite": name, "stages": [{"name": s.name, "attack": s.attack, **s.options} for s in stages], "eps": evaluation.eps}
     return Column(f"suite {name}", run, eps=evaluation.eps, settings=settings)
+
+
+def _log_chunk(totals: dict, stats: dict, stages: tuple[Stage, ...], size: int, rows: slice, n: int) -> None:
+    """Log, as AutoAttack does, the clean accuracy and the robust accuracy after each stage with its
+    time, over the chunks this process has attacked so far (one line per chunk)."""
+    totals["samples"] += size
+    totals["correct"] += stats["0/attacked"]
+    for key in totals.keys() - {"samples", "correct"}:
+        totals[key] += stats[key]
+    share = 100 / totals["samples"]
+    _LOG.info(f"samples {rows.start}-{rows.stop - 1} done ({totals['samples']} of {n} attacked by this process): clean "
+              f"{share * totals['correct']:.2f} %" + "".join(
+                  f", after {stage.name} {share * totals[f'{k}/robust']:.2f} % ({totals[f'{k}/seconds']:.1f} s)"
+                  for k, stage in enumerate(stages)))
 
 
 @dataclass
@@ -151,12 +198,13 @@ class StageRow(Record):
     attack: str
     robust_accuracy: float
     attacked: int
+    seconds: float
     forward_passes: int
     backward_passes: int
 
     def records(self, report: Report) -> list[dict]:
         return [{"attack": f"suite {report.settings['suite']}: {self.stage}", "robust_accuracy": self.robust_accuracy,
-                 "forward_passes": self.forward_passes, "backward_passes": self.backward_passes}]
+                 "seconds": self.seconds, "forward_passes": self.forward_passes, "backward_passes": self.backward_passes}]
 
 
 def evaluate_suite(
@@ -188,7 +236,8 @@ def evaluate_suite(
             for k, stage in enumerate(stages):
                 robust = correct & ((fooled_by < 0) | (fooled_by > k))
                 report.rows.append(StageRow(stage.name, stage.attack, percent(robust), int(ours.stats.get(f"{k}/attacked", 0)),
-                                            int(ours.stats.get(f"{k}/forward", 0)), int(ours.stats.get(f"{k}/backward", 0))))
+                                            round(ours.stats.get(f"{k}/seconds", 0.0), 3), int(ours.stats.get(f"{k}/forward", 0)),
+                                            int(ours.stats.get(f"{k}/backward", 0))))
             report.summary["suite_result"] = column_cell(results, model, f"suite {suite}").to_json()
         reference: Cell | None = column_cell(results, model, "AutoAttack standard") if autoattack else None
         if ours is not None and reference is not None:
@@ -198,15 +247,16 @@ def evaluate_suite(
             report.summary["only_autoattack_fools"] = np.flatnonzero(suite_cell.robust & ~reference.robust).tolist()
             report.summary["only_suite_fools"] = np.flatnonzero(~suite_cell.robust & reference.robust).tolist()
 
-    return run_report(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
-                    overwrite=overwrite, save_adversarial=save_adversarial)
+    with log_above_bars(__name__, f"suite {suite}", enabled=evaluation.show_progress and Shard.current().rank == 0):
+        return run_report(report, {model: evaluation}, {model: columns}, assemble, out=out, name=name, resume=resume,
+                          overwrite=overwrite, save_adversarial=save_adversarial)
 
 
 def _suite_layout(report: Report) -> Layout:
     summary = report.summary
-    layout: Layout = [("", ["stage", "attack", "robust accuracy % after it", "samples attacked", "forward passes",
-                            "backward passes"],
-                       [[r.stage, r.attack, r.robust_accuracy, r.attacked, r.forward_passes, r.backward_passes]
+    layout: Layout = [("", ["stage", "attack", "robust accuracy % after it", "samples attacked", "seconds",
+                            "forward passes", "backward passes"],
+                       [[r.stage, r.attack, r.robust_accuracy, r.attacked, r.seconds, r.forward_passes, r.backward_passes]
                         for r in report.rows])]
     if "autoattack" in summary:
         ours, theirs = summary["suite_result"], summary["autoattack"]

@@ -85,3 +85,40 @@ def test_mifpe_evaluate_writes_the_suite_report(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--suite", "nope", "--quiet"])
     assert "unknown suite 'nope'; choose from fast" in capsys.readouterr().err
+
+
+def _with_suites(monkeypatch, **suites):
+    from mifpe_plugins import suites as module
+
+    monkeypatch.setattr(module, "_registry", lambda: suites)
+
+
+def test_a_stage_option_its_attack_does_not_take_is_refused_naming_the_allowed_ones(monkeypatch):
+    _with_suites(monkeypatch, bad={"description": "", "stages": [{"name": "S", "attack": "square", "loss": "ce"}]},
+                 worse={"description": "", "stages": [{"name": "P", "attack": "pgd2"}]})
+    with pytest.raises(ValueError, match="suite 'bad', stage 'S': square takes the options p_init, queries; got loss"):
+        get_suite("bad")
+    with pytest.raises(ValueError, match="stage 'P': attack must be one of fgsm, pgd, apgd, square, got 'pgd2'"):
+        get_suite("worse")
+
+
+def test_the_search_continues_from_the_smallest_margin_point_of_the_stages_before(monkeypatch):
+    pgd_stage = {"name": "PGD-5", "attack": "pgd", "loss": "ce", "steps": 5}
+    search = {"name": "Square-20", "attack": "square", "queries": 20, "p_init": 0.05}
+    _with_suites(monkeypatch, one={"description": "", "stages": [pgd_stage]},
+                 two={"description": "", "stages": [pgd_stage, search]})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TinyCNN(classes=4).eval()
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    evaluation = Evaluation(model, x, y, eps=0.02, batch_size=8, show_progress=False)
+    margins = {}
+    for name in ("one", "two"):
+        report = evaluate_suite(evaluation, suite=name)
+        margins[name] = report.results[("model", f"suite {name}")].arrays["margin"]
+    clean = report.results[("model", "clean")].arrays["margin"]
+    # The gradient stage's points are kept where they lower the margin, and the search only improves on them.
+    assert (margins["one"] <= clean + 1e-6).all() and (margins["one"] < clean).any()
+    assert (margins["two"] <= margins["one"] + 1e-6).all() and (margins["two"] < margins["one"]).any()
