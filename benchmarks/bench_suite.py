@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -62,11 +63,19 @@ def _autoattack_cell(tidy: Path) -> dict:
     return {key: float(row[key]) for key in ("robust_accuracy", "seconds", "forward_passes", "backward_passes")}
 
 
+def _stages_hash(suite: str) -> str:
+    from mifpe_plugins.suites import get_suite
+
+    stages = [{"name": s.name, "attack": s.attack, **s.options} for s in get_suite(suite)]
+    return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def compare(spec: str, n: int, suite: str, work: Path) -> dict:
     """Run (or resume) the reference and the suite on ``spec``'s first ``n`` images; one row of the table."""
     stem = spec.replace(":", "-")
     common = ["--n", str(n), "--threads", "1", "--out", str(work), "--resume", "--quiet"]
-    reference, ours = f"{stem}-table1-n{n}", f"{stem}-{suite}-n{n}"
+    # The suite's journal is named by its stages too: a redesigned suite starts its own run.
+    reference, ours = f"{stem}-table1-n{n}", f"{stem}-{suite}-{_stages_hash(suite)}-n{n}"
     _run(["table1", *_model_options(spec, "--models"), *common, "--name", reference])
     _run(["evaluate", *_model_options(spec, "--model"), "--suite", suite, *common, "--name", ours])
     theirs = _autoattack_cell(work / f"{reference}.csv")

@@ -305,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     ev = _command(sub, "evaluate", run_evaluate, "a staged suite of our attacks (e.g. --suite fast), optionally beside AutoAttack",
-                  "Run an evaluation suite: stages of MIFPE attacks, each on the samples still robust, with the robust "
-                  "accuracy after each stage, its forward and backward passes, a sanity check of the model, and with "
+                  "Run an evaluation suite: stages of MIFPE attacks and a gradient-free search, each on the samples still "
+                  "robust, logging the robust accuracy after each stage with its time as chunks finish; the report has "
+                  "each stage's forward and backward passes, a sanity check of the model, and with "
                   "--autoattack AutoAttack standard on the same samples and the per-sample disagreement.", norms=("Linf",))
     ev.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
     ev.add_argument("--suite", default="fast", help="a suite of mifpe_plugins/_data/suites.json (default fast)")

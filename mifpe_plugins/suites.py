@@ -1,11 +1,13 @@
 """Evaluation suites: staged ensembles of the core's attacks, each stage on the samples still robust.
 
 A suite is data, an entry of ``_data/suites.json``: a list of stages, each a core attack (``pgd``,
-``apgd``, ``fgsm``) with its options (``loss``, MIFPE's ``temperature``, ``steps``,
-``target_classes``, ``restarts``, ...). :func:`evaluate_suite` runs one suite through the
-evaluation engine: in every chunk, stage k attacks only the samples that are still classified
-correctly after stages 1 ... k-1, so a sample costs nothing once it is fooled. The report gives
-the robust accuracy after each stage with its time and its forward and backward passes (counted
+``apgd``, ``fgsm``, or the gradient-free ``square``) with its options (``loss``, MIFPE's
+``temperature``, ``steps``, ``target_classes``, ``restarts``, ``queries``, ...).
+:func:`evaluate_suite` runs one suite through the evaluation engine: in every chunk, stage k
+attacks only the samples that are still classified correctly after stages 1 ... k-1, so a sample
+costs nothing once it is fooled, and a search stage starts from the point of smallest margin the
+stages before it found. The log and the report give the clean accuracy and the robust accuracy
+after each stage with its time and its forward and backward passes (counted
 separately, as A3 counts them), the per-sample worst case, a sanity check of the model in the
 spirit of AutoAttack's flags, and, with ``autoattack=True``, AutoAttack standard on the same
 samples with the per-sample disagreement.
@@ -17,6 +19,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,8 +54,12 @@ __all__ = ["Stage", "StageRow", "evaluate_suite", "get_suite", "sanity_check", "
 
 _LOG = logging.getLogger(__name__)
 
-# What a stage cannot set: the suite passes these (the chunk, its eps and generator, the start).
-_SET_BY_SUITE = {"model", "inputs", "labels", "eps", "norm", "bounds", "generator", "callback", "start", "targeted"}
+# What a stage cannot set: the suite passes these (the chunk, its eps and generator).
+_SET_BY_SUITE = {"model", "inputs", "labels", "eps", "norm", "bounds", "generator", "callback", "targeted"}
+# The suite's own stage options: "start": "smallest_margin" starts the attack from the point of
+# smallest margin the stages before found; "smallest_margins": s attacks only the share s of the
+# samples still robust whose margin there is smallest (the ones closest to being fooled).
+_START_POINTS = ("smallest_margin",)
 
 
 @dataclass(frozen=True)
@@ -63,12 +70,18 @@ class Stage:
     attack: str
     options: dict = field(default_factory=dict)
 
+    @property
+    def share(self) -> float:
+        """The share of the samples still robust this stage attacks (those of smallest margin)."""
+        return self.options.get("smallest_margins", 1.0)
+
     def run(self, model, x: Tensor, y: Tensor, *, eps: float, generator: torch.Generator, start: Tensor) -> Tensor:
-        """Attack ``x``; a gradient-free search continues from ``start``, the smallest-margin points so far."""
-        options = dict(self.options)
+        """Attack ``x``; with the option ``"start": "smallest_margin"`` from ``start``, the points of
+        smallest margin the stages before found."""
+        options = {k: v for k, v in self.options.items() if k != "smallest_margins"}
         if "loss" in _parameters(self.attack):
             options["loss"] = resolve_loss(options.pop("loss", "mifpe"), temperature=options.pop("temperature", None))
-        if "start" in _parameters(self.attack):
+        if options.pop("start", None) is not None:
             options["start"] = start
         return ATTACKS[self.attack](model, x, y, eps=eps, generator=generator, **options)
 
@@ -78,10 +91,25 @@ def _parameters(attack: str) -> set[str]:
 
 
 def _options(attack: str) -> set[str]:
-    """The options a suite's stage may set for ``attack``: its keywords but the suite's own, and
-    MIFPE's temperature beside a loss."""
-    options = _parameters(attack) - _SET_BY_SUITE
+    """The options a suite's stage may set for ``attack``: its keywords but the suite's own, MIFPE's
+    temperature beside a loss, and the share of samples to attack."""
+    options = (_parameters(attack) - _SET_BY_SUITE) | {"smallest_margins"}
     return options | {"temperature"} if "loss" in options else options
+
+
+def _check_stage(suite: str, name: str, attack: str, options: dict) -> None:
+    where = f"suite {suite!r}, stage {name!r}"
+    if attack not in ATTACKS:
+        raise ValueError(f"{where}: attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+    unknown = set(options) - _options(attack)
+    if unknown:
+        raise ValueError(f"{where}: {attack} takes the options {', '.join(sorted(_options(attack)))}; "
+                         f"got {', '.join(sorted(unknown))}")
+    if options.get("start", _START_POINTS[0]) not in _START_POINTS:
+        raise ValueError(f"{where}: start must be one of {', '.join(map(repr, _START_POINTS))}, got {options['start']!r}")
+    share = options.get("smallest_margins", 1.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise ValueError(f"{where}: smallest_margins must be a share in (0, 1], got {share!r}")
 
 
 @functools.cache
@@ -102,12 +130,7 @@ def get_suite(name: str) -> tuple[Stage, ...]:
     for spec in entry["stages"]:
         spec = dict(spec)
         name_, attack = spec.pop("name"), spec.pop("attack")
-        if attack not in ATTACKS:
-            raise ValueError(f"suite {name!r}, stage {name_!r}: attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
-        unknown = set(spec) - _options(attack)
-        if unknown:
-            raise ValueError(f"suite {name!r}, stage {name_!r}: {attack} takes the options "
-                             f"{', '.join(sorted(_options(attack)))}; got {', '.join(sorted(unknown))}")
+        _check_stage(name, name_, attack, spec)
         stages.append(Stage(name_, attack, spec))
     return tuple(stages)
 
@@ -152,6 +175,9 @@ def _suite_column(evaluation: Evaluation, stages: tuple[Stage, ...], name: str) 
         for k, stage in enumerate(stages):
             tic, forward, backward = time.perf_counter(), model.forward_passes, model.backward_passes
             index = still_robust.nonzero().squeeze(1)  # one host sync per stage
+            if stage.share < 1:
+                closest = margin[index].argsort()[:math.ceil(stage.share * index.numel())]
+                index = index[closest.sort().values]
             if index.numel():
                 with per_sample_gradients() as tallies:
                     adversarial = stage.run(model, x[index], y[index], eps=evaluation.eps, generator=generator,

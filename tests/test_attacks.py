@@ -333,3 +333,23 @@ def test_shrinking_the_batch_saves_gradients(attack):
     # Masking keeps every row: one gradient per sample per step.
     masked = evaluate(model, x, y, attack=attack, eps=0.3, steps=50, random_start=False, callback=lambda info: None)
     assert masked.gradient_evaluations == 32 * 50
+
+
+@pytest.mark.parametrize("attack", [pgd, apgd])
+def test_a_warm_start_is_projected_and_an_adversarial_one_is_kept(attack):
+    from mifpe_plugins.attacks._loop import per_sample_gradients
+
+    model, x, y = make_mlp_data(n=12, dtype=torch.float64)
+    found = pgd(model, x, y, eps=0.05, steps=50)
+    with torch.no_grad():
+        fooled = model(found).argmax(1) != y
+    assert bool(fooled.any()) and not bool(fooled.all())
+    with per_sample_gradients() as tallies:
+        again = attack(model, x, y, eps=0.05, steps=20, start=found)
+    assert torch.equal(again[fooled], found[fooled])
+    # A sample fooled at its start leaves the batch at the next compaction (every 5 steps).
+    assert bool((tallies[0][fooled] <= 5).all()) and bool((tallies[0][~fooled] == 20).all())
+    far = attack(model, x, y, eps=0.05, steps=3, start=x + 10.0)  # outside the ball and the bounds
+    assert float((far - x).abs().max()) <= 0.05 + 1e-12 and float(far.max()) <= 1.0
+    with pytest.raises(ValueError, match="start must be a tensor of the inputs' shape \\(12, 6\\), got \\(3, 6\\)"):
+        attack(model, x, y, eps=0.05, start=x[:3])

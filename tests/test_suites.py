@@ -31,8 +31,12 @@ def test_each_stage_attacks_only_the_samples_still_robust():
     assert accuracies == sorted(accuracies, reverse=True)  # every stage can only fool more
     clean = report.summary["clean_accuracy"]
     assert rows[0].attacked == round(clean * 48 / 100)
-    for before, row in zip(rows, rows[1:], strict=False):
-        assert row.attacked == round(before.robust_accuracy * 48 / 100)
+    for stage, before, row in zip(get_suite("fast")[1:], rows[:-1], rows[1:], strict=True):
+        survivors = round(before.robust_accuracy * 48 / 100)
+        if stage.share == 1:
+            assert row.attacked == survivors
+        else:  # the share rounded up in each of the 3 chunks
+            assert stage.share * survivors <= row.attacked <= stage.share * survivors + 3
     assert result.arrays["gradients"].sum() == sum(r.backward_passes for r in rows) == result.backward_passes
     stage = result.arrays["stage"]
     robust = report.summary["suite_result"]["robust_accuracy"]
@@ -96,7 +100,7 @@ def _with_suites(monkeypatch, **suites):
 def test_a_stage_option_its_attack_does_not_take_is_refused_naming_the_allowed_ones(monkeypatch):
     _with_suites(monkeypatch, bad={"description": "", "stages": [{"name": "S", "attack": "square", "loss": "ce"}]},
                  worse={"description": "", "stages": [{"name": "P", "attack": "pgd2"}]})
-    with pytest.raises(ValueError, match="suite 'bad', stage 'S': square takes the options p_init, queries; got loss"):
+    with pytest.raises(ValueError, match="suite 'bad', stage 'S': square takes the options p_init, queries, smallest_margins, start; got loss"):
         get_suite("bad")
     with pytest.raises(ValueError, match="stage 'P': attack must be one of fgsm, pgd, apgd, square, got 'pgd2'"):
         get_suite("worse")
@@ -104,7 +108,7 @@ def test_a_stage_option_its_attack_does_not_take_is_refused_naming_the_allowed_o
 
 def test_the_search_continues_from_the_smallest_margin_point_of_the_stages_before(monkeypatch):
     pgd_stage = {"name": "PGD-5", "attack": "pgd", "loss": "ce", "steps": 5}
-    search = {"name": "Square-20", "attack": "square", "queries": 20, "p_init": 0.05}
+    search = {"name": "Square-20", "attack": "square", "queries": 20, "p_init": 0.05, "start": "smallest_margin"}
     _with_suites(monkeypatch, one={"description": "", "stages": [pgd_stage]},
                  two={"description": "", "stages": [pgd_stage, search]})
     with torch.random.fork_rng():
@@ -122,3 +126,35 @@ def test_the_search_continues_from_the_smallest_margin_point_of_the_stages_befor
     # The gradient stage's points are kept where they lower the margin, and the search only improves on them.
     assert (margins["one"] <= clean + 1e-6).all() and (margins["one"] < clean).any()
     assert (margins["two"] <= margins["one"] + 1e-6).all() and (margins["two"] < margins["one"]).any()
+
+
+def test_a_share_of_smallest_margins_attacks_only_the_survivors_closest_to_the_boundary(monkeypatch):
+    first = {"name": "PGD-5", "attack": "pgd", "loss": "ce", "steps": 5}
+    closest = {"name": "PGD-3 closest", "attack": "pgd", "loss": "mifpe", "steps": 3, "smallest_margins": 0.25}
+    _with_suites(monkeypatch, one={"description": "", "stages": [first]},
+                 two={"description": "", "stages": [first, closest]})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TinyCNN(classes=4).eval()
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    evaluation = Evaluation(model, x, y, eps=0.01, batch_size=40, show_progress=False)
+    one = evaluate_suite(evaluation, suite="one").results[("model", "suite one")]
+    two = evaluate_suite(evaluation, suite="two")
+    survivors = np.flatnonzero(~one.arrays["success"])
+    expected = survivors[np.argsort(one.arrays["margin"][survivors], kind="stable")[:int(np.ceil(0.25 * survivors.size))]]
+    gradients = two.results[("model", "suite two")].arrays["gradients"]
+    assert two.rows[1].attacked == expected.size > 0
+    assert sorted(np.flatnonzero(gradients > one.arrays["gradients"]).tolist()) == sorted(expected.tolist())
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"start": "clean"}, "start must be one of 'smallest_margin', got 'clean'"),
+    ({"smallest_margins": 0}, "smallest_margins must be a share in \\(0, 1\\], got 0"),
+    ({"smallest_margins": True}, "smallest_margins must be a share in \\(0, 1\\], got True"),
+])
+def test_the_suites_own_stage_options_are_checked(monkeypatch, option, message):
+    _with_suites(monkeypatch, bad={"description": "", "stages": [{"name": "P", "attack": "pgd", **option}]})
+    with pytest.raises(ValueError, match=f"suite 'bad', stage 'P': {message}"):
+        get_suite("bad")

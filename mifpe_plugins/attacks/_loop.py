@@ -83,13 +83,14 @@ class Plan:
     keep_best: bool
     generator: torch.Generator
     callback: Callback | None
+    start: Tensor | None = None
 
 
 def attack(
     model: Model, inputs: Tensor, labels: Tensor, make_stepper: Callable[[Batch], Stepper], *, eps: EpsLike,
     norm: str | float, steps: int, loss: str | Loss, targeted: bool, target_classes: int | None, restarts: int,
     random_start: bool, keep_best: bool, bounds: Bounds, generator: torch.Generator | None,
-    callback: Callback | None,
+    callback: Callback | None, start: Tensor | None = None,
 ) -> Tensor:
     """Check the settings every iterative attack shares, prepare the batch, and run the attack whose
     update ``make_stepper(batch)`` builds. Returns the adversarial inputs."""
@@ -99,10 +100,14 @@ def attack(
                        target_classes=target_classes, callback=callback)
     batch = prepare(model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
                     targeted=targeted or target_classes is not None)
+    if start is not None and (not isinstance(start, Tensor) or start.shape != inputs.shape):
+        shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
+        raise ValueError(f"start must be a tensor of the inputs' shape {tuple(inputs.shape)}, got {shape}")
     if batch is None:
         return inputs.detach().clone()
     plan = Plan(norm_name, steps, restarts, random_start, keep_best,
-                resolve_generator(generator, batch.inputs.device), callback)
+                resolve_generator(generator, batch.inputs.device), callback,
+                None if start is None else start.detach().to(batch.inputs.dtype))
     return run_attack(model, batch, make_stepper(batch), plan, targeted=targeted, target_classes=target_classes)
 
 
@@ -127,7 +132,7 @@ def run_attack(model: Model, batch: Batch, stepper: Stepper, plan: Plan, *, targ
     shrink = plan.keep_best and plan.callback is None and not in_training_mode(model)
     for target, objective in runs:
         for restart in range(plan.restarts):
-            _run_once(model, objective, outcome, ball, stepper, plan, shrink=shrink,
+            _run_once(model, objective, outcome, ball, stepper, plan, shrink=shrink, first=restart == 0,
                       report=_Reporter(plan.callback, objective, restart, target))
     tallies = _TALLIES.get()
     if tallies is not None:
@@ -146,8 +151,11 @@ class _Reporter:
 
 
 def _run_once(model: Model, objective: Objective, outcome: Outcome, ball: Ball, stepper: Stepper,
-              plan: Plan, *, shrink: bool, report: _Reporter) -> None:
-    x = ball.random_start(plan.generator) if plan.random_start else ball.center
+              plan: Plan, *, shrink: bool, first: bool, report: _Reporter) -> None:
+    if plan.start is not None and first:
+        x = ball.project_(plan.start.clone())
+    else:
+        x = ball.random_start(plan.generator) if plan.random_start else ball.center
     # Samples fooled before this run starts stay where they are.
     run_start_found = outcome.found.clone()
     x = torch.where(ball.per_sample(run_start_found), outcome.best, x)

@@ -52,6 +52,7 @@ def apgd(
     random_start: bool = True,
     momentum: float = 0.75,
     rho: float = 0.75,
+    start: Tensor | None = None,
     bounds: Bounds = (0.0, 1.0),
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -92,7 +93,7 @@ def apgd(
                   lambda batch: _APGDStep(checkpoints=apgd_checkpoints(steps), momentum=momentum, rho=rho),
                   eps=eps, norm=norm, steps=steps, loss=loss, targeted=targeted, target_classes=target_classes,
                   restarts=restarts, random_start=random_start, keep_best=True, bounds=bounds, generator=generator,
-                  callback=callback)
+                  callback=callback, start=start)
 
 
 class _APGDStep:

@@ -42,6 +42,7 @@ def pgd(
     restarts: int = 1,
     random_start: bool = True,
     keep_best: bool = True,
+    start: Tensor | None = None,
     bounds: Bounds = (0.0, 1.0),
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
@@ -99,6 +100,10 @@ def pgd(
         plain PGD as in Madry et al. and torchattacks/Foolbox: every sample takes every step and
         the last iterate is returned (with ``restarts > 1``, the last run's for samples not fooled
         by an earlier run).
+    start : Tensor, optional
+        Where the first run (of each target) starts, projected onto the ball, instead of a random
+        or the clean point: for example the smallest-margin points an earlier attack found, to
+        refine them. Later restarts start at random. Same shape as ``inputs``.
     bounds : (float, float) or None
         Valid input range; inputs outside it are an error.
     generator : torch.Generator, optional
@@ -126,7 +131,7 @@ def pgd(
 
     return attack(model, inputs, labels, make_stepper, eps=eps, norm=norm, steps=steps, loss=loss, targeted=targeted,
                   target_classes=target_classes, restarts=restarts, random_start=random_start, keep_best=keep_best,
-                  bounds=bounds, generator=generator, callback=callback)
+                  bounds=bounds, generator=generator, callback=callback, start=start)
 
 
 def fgsm(
