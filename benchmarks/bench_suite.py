@@ -14,7 +14,8 @@ stopped (``python benchmarks/bench_suite.py`` again).
 Run ``python benchmarks/bench_suite.py`` for every shipped zoo model on the first 300 bundled
 images (about 7 minutes of AutoAttack per model with one thread here, once), with ``--published``
 also on TRADES' MNIST model (first 1 000 images, needs ../shared/data; AutoAttack about 40 minutes,
-once). ``--quick`` is a smoke run. Results go to ``docs/benchmarks/suite.json`` and ``.md``.
+once). ``--quick`` is a smoke run. Results go to ``docs/benchmarks/suite.json`` and ``.md``
+(``suite-NAME.*`` for another suite).
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ def main() -> None:
                f"{_listed(r['only_suite_fools'])} |" for r in rows)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.json").write_text(json.dumps({"suite": args.suite, "rows": rows}, indent=2) + "\n")
-    (out / "suite.md").write_text("\n".join(lines) + "\n")
+    stem = "suite" if args.suite == "fast" else f"suite-{args.suite}"
+    (out / f"{stem}.json").write_text(json.dumps({"suite": args.suite, "rows": rows}, indent=2) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

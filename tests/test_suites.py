@@ -158,3 +158,14 @@ def test_the_suites_own_stage_options_are_checked(monkeypatch, option, message):
     _with_suites(monkeypatch, bad={"description": "", "stages": [{"name": "P", "attack": "pgd", **option}]})
     with pytest.raises(ValueError, match=f"suite 'bad', stage 'P': {message}"):
         get_suite("bad")
+
+
+def test_the_run_logs_robust_accuracy_after_each_stage_as_chunks_finish(tmp_path, capsys):
+    assert main(["evaluate", "--n", "20", "--batch-size", "10", "--out", str(tmp_path), "--name", "s"]) == 0
+    log = [line for line in capsys.readouterr().err.splitlines() if line.startswith("suite fast: samples")]
+    assert [line.split(" done")[0] for line in log] == ["suite fast: samples 0-9", "suite fast: samples 10-19"]
+    assert log[-1].startswith("suite fast: samples 10-19 done (20 of 20 attacked by this process): clean ")
+    assert all(f"after {stage.name} " in log[-1] for stage in get_suite("fast"))
+    report = json.loads((tmp_path / "s.json").read_text())
+    final = float(log[-1].rsplit("after Square-3000 ", 1)[1].split(" %")[0])
+    assert final == pytest.approx(report["suite_result"]["robust_accuracy"], abs=0.005)
