@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -79,7 +80,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     plan = [("zoo:fast-at", 300)] + ([("published:trades-mnist-smallcnn", 200)] if args.published else [])
-    rows = [measure(spec, n, int(q)) for spec, n in plan for q in args.queries.split(",")]
+    rows = []
+    for spec, n in plan:
+        for queries in args.queries.split(","):
+            rows.append(measure(spec, n, int(queries)))
+            r = rows[-1]
+            print(f"{spec}, {queries} queries: ours {r['ours']['robust_accuracy']:.2f} %, AutoAttack's "
+                  f"{r['autoattack']['robust_accuracy']:.2f} %, time ratio {r['time_ratio']:.2f}", file=sys.stderr, flush=True)
     lines = ["# Square: ours against AutoAttack's SquareAttack", "",
              f"`python benchmarks/bench_square.py{' --published' if args.published else ''}` — {cpu_model()}, "
              f"{os.cpu_count()} cores, one thread, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Same images, "

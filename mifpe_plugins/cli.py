@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="zoo:large-margin", help="as for table2 (default zoo:large-margin)")
     ev.add_argument("--suite", default="fast", help="a suite of mifpe_plugins/_data/suites.json (default fast)")
     ev.add_argument("--autoattack", action="store_true", help="also run AutoAttack standard on the same samples")
-    _add_run_options(ev, dtype_help=aa_float32.format("leaving out --autoattack"))
+    _add_run_options(ev, dtype_help=aa_float32.format("leaving out --autoattack"), steps=None,
+                     steps_help="none: each stage of a suite sets its own, and --steps is refused")
 
     compare = _command(sub, "compare", run_compare, "per-sample disagreement of two attack columns of a result",
                        "Which samples one attack column fools that another does not, from a <name>.samples.csv written by "
@@ -430,6 +431,10 @@ def _validate(args: argparse.Namespace) -> None:
         from .suites import get_suite
 
         get_suite(args.suite)
+        if args.steps is not None:
+            raise ValueError(f"--steps does not apply to mifpe evaluate: each stage of the suite {args.suite!r} sets its own "
+                             "steps (see mifpe_plugins/_data/suites.json); leave --steps out")
+        args.steps = 100  # the Evaluation's default; no stage reads it
     if ("autoattack" in getattr(args, "attacks", ()) or (command == "table1" and not args.no_autoattack)
             or (command == "evaluate" and args.autoattack)):
         others = [a for a in getattr(args, "attacks", ()) if a != "autoattack"]

@@ -89,6 +89,9 @@ def test_mifpe_evaluate_writes_the_suite_report(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--suite", "nope", "--quiet"])
     assert "unknown suite 'nope'; choose from fast" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--steps", "20", "--quiet"])
+    assert "--steps does not apply to mifpe evaluate: each stage of the suite 'fast' sets its own" in capsys.readouterr().err
 
 
 def _with_suites(monkeypatch, **suites):
