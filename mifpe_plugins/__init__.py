@@ -6,7 +6,7 @@ and batch evaluation (:mod:`.evaluate`). Importing this package imports no host 
 """
 
 from .adapters._register import install
-from .attacks import StepInfo, apgd, fgsm, pgd
+from .attacks import StepInfo, apgd, fgsm, pgd, square
 from .evaluate import EvaluationResult, evaluate, robust_accuracy
 from .losses import (
     LOSS_NAMES,
@@ -36,6 +36,7 @@ __all__ = [
     "fgsm",
     "pgd",
     "apgd",
+    "square",
     "StepInfo",
     "evaluate",
     "robust_accuracy",
