@@ -171,7 +171,7 @@ def _suite_column(evaluation: Evaluation, stages: tuple[Stage, ...], name: str) 
         # Per sample, the point of smallest margin so far: the adversarial example once fooled.
         x_adv, margin, still_robust = x.clone(), logit_margin(logits, y), logits.argmax(1) == y
         fooled_by, gradients = torch.full_like(y, -1), torch.zeros_like(y)
-        stats: dict[str, float] = {}
+        stats: dict[str, float] = {"correct": int(still_robust.sum())}
         for k, stage in enumerate(stages):
             tic, forward, backward = time.perf_counter(), model.forward_passes, model.backward_passes
             index = still_robust.nonzero().squeeze(1)  # one host sync per stage
@@ -206,8 +206,7 @@ def _log_chunk(totals: dict, stats: dict, stages: tuple[Stage, ...], size: int, 
     """Log, as AutoAttack does, the clean accuracy and the robust accuracy after each stage with its
     time, over the chunks this process has attacked so far (one line per chunk)."""
     totals["samples"] += size
-    totals["correct"] += stats["0/attacked"]
-    for key in totals.keys() - {"samples", "correct"}:
+    for key in totals.keys() - {"samples"}:
         totals[key] += stats[key]
     share = 100 / totals["samples"]
     _LOG.info(f"samples {rows.start}-{rows.stop - 1} done ({totals['samples']} of {n} attacked by this process): clean "

@@ -68,6 +68,17 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+def tiny_cnn_problem(n: int, *, seed: int = 1, classes: int = 4):
+    """A random-weight TinyCNN (the global RNG untouched), ``n`` random 8x8 images and its own predictions as labels."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TinyCNN(classes=classes).eval()
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
 def make_mlp_data(n: int = 16, dim: int = 6, classes: int = 4, dtype=torch.float64, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     rng_state = torch.get_rng_state()

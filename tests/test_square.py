@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyCNN, large_margin_problem, make_mlp_data
+from conftest import large_margin_problem, make_mlp_data, tiny_cnn_problem
 
 from mifpe_plugins.attacks import pgd, square
 from mifpe_plugins.attacks.square import square_window_fraction
 from mifpe_plugins.engine import PassCounter
 from mifpe_plugins.evaluate import evaluate
 from mifpe_plugins.losses import logit_margin
-
-
-def _image_problem(n: int = 12, classes: int = 4):
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = TinyCNN(classes=classes).eval()
-    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
 
 
 def test_it_fools_a_model_whose_cross_entropy_gradient_underflows():
@@ -36,7 +26,7 @@ def test_it_fools_a_model_whose_cross_entropy_gradient_underflows():
 
 @pytest.mark.parametrize("shape", [(12, 1, 8, 8), (12, 64), (12, 4, 16)])
 def test_it_stays_in_the_ball_and_the_bounds_for_images_signals_and_vectors(shape):
-    model, x, y = _image_problem()
+    model, x, y = tiny_cnn_problem(12)
     x = x.reshape(shape)
 
     def forward(inputs):
@@ -52,7 +42,7 @@ def test_it_stays_in_the_ball_and_the_bounds_for_images_signals_and_vectors(shap
 
 
 def test_fooled_samples_stop_and_misclassified_ones_never_move():
-    model, x, y = _image_problem(n=16)
+    model, x, y = tiny_cnn_problem(16)
     y = y.clone()
     y[0] = (y[0] + 1) % 4  # misclassified from the start
     counter = PassCounter(model)
@@ -68,7 +58,7 @@ def test_fooled_samples_stop_and_misclassified_ones_never_move():
 
 
 def test_a_start_that_is_already_adversarial_costs_one_forward_pass():
-    model, x, y = _image_problem(n=8)
+    model, x, y = tiny_cnn_problem(8)
     found = pgd(model, x, y, eps=0.3, steps=50)
     with torch.no_grad():
         fooled = model(found).argmax(1) != y
@@ -104,7 +94,7 @@ def test_the_window_schedule_halves_at_the_papers_checkpoints():
     ({"eps": -0.1}, "eps must be finite and >= 0"),
 ])
 def test_bad_settings_are_refused_by_name(kwargs, message):
-    model, x, y = _image_problem()
+    model, x, y = tiny_cnn_problem(12)
     with pytest.raises(ValueError, match=message):
         square(model, x, y, **{"eps": 0.1, **kwargs})
     with pytest.raises(ValueError, match="square takes images .* got shape \\(12, 1, 1, 8, 8\\)"):
@@ -112,7 +102,7 @@ def test_bad_settings_are_refused_by_name(kwargs, message):
 
 
 def test_evaluate_runs_it_by_name_and_counts_no_backward_pass():
-    model, x, y = _image_problem(n=12)
+    model, x, y = tiny_cnn_problem(12)
     result = evaluate(model, x, y, attack="square", eps=0.2, queries=30, batch_size=6)
     assert result.gradient_evaluations == 0 and result.forward_passes > 0
     assert result.robust_accuracy <= float(result.clean_correct.float().mean())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TinyCNN, large_margin_problem, make_mlp_data
+from conftest import large_margin_problem, make_mlp_data, tiny_cnn_problem
 from torch import nn
 
 from mifpe_plugins.cli import main
@@ -61,12 +61,7 @@ def test_the_sanity_check_flags_zero_gradients_probabilities_and_randomness():
 
 
 def test_autoattack_beside_the_suite_lists_the_disagreement():
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = TinyCNN(classes=4).eval()
-    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, x, y = tiny_cnn_problem(12)
     report = evaluate_suite(Evaluation(model, x, y, eps=0.08, steps=10, batch_size=6, show_progress=False), suite="pgd",
                             autoattack=True)
     summary = report.summary
@@ -114,12 +109,7 @@ def test_the_search_continues_from_the_smallest_margin_point_of_the_stages_befor
     search = {"name": "Square-20", "attack": "square", "queries": 20, "p_init": 0.05, "start": "smallest_margin"}
     _with_suites(monkeypatch, one={"description": "", "stages": [pgd_stage]},
                  two={"description": "", "stages": [pgd_stage, search]})
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = TinyCNN(classes=4).eval()
-    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, x, y = tiny_cnn_problem(24)
     evaluation = Evaluation(model, x, y, eps=0.02, batch_size=8, show_progress=False)
     margins = {}
     for name in ("one", "two"):
@@ -136,12 +126,7 @@ def test_a_share_of_smallest_margins_attacks_only_the_survivors_closest_to_the_b
     closest = {"name": "PGD-3 closest", "attack": "pgd", "loss": "mifpe", "steps": 3, "smallest_margins": 0.25}
     _with_suites(monkeypatch, one={"description": "", "stages": [first]},
                  two={"description": "", "stages": [first, closest]})
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = TinyCNN(classes=4).eval()
-    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, x, y = tiny_cnn_problem(40, seed=2)
     evaluation = Evaluation(model, x, y, eps=0.01, batch_size=40, show_progress=False)
     one = evaluate_suite(evaluation, suite="one").results[("model", "suite one")]
     two = evaluate_suite(evaluation, suite="two")

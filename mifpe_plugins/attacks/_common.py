@@ -157,6 +157,13 @@ def check_inputs(inputs: Tensor, bounds: tuple[float, float] | None) -> None:
         )
 
 
+def check_start(start: Tensor | None, inputs: Tensor) -> None:
+    """``start`` is None or a tensor of the inputs' shape (where an attack's first run begins)."""
+    if start is not None and (not isinstance(start, Tensor) or start.shape != inputs.shape):
+        shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
+        raise ValueError(f"start must be a tensor of the inputs' shape {tuple(inputs.shape)}, got {shape}")
+
+
 def check_labels(labels: Tensor, inputs: Tensor, name: str = "labels") -> Tensor:
     if not isinstance(labels, Tensor):
         hint = " (convert a NumPy array with torch.from_numpy(y))" if hasattr(labels, "__array__") else ""

@@ -30,6 +30,7 @@ from ._common import (
     attack_objectives,
     check_positive_int,
     check_run_settings,
+    check_start,
     in_training_mode,
     prepare,
     resolve_generator,
@@ -100,9 +101,7 @@ def attack(
                        target_classes=target_classes, callback=callback)
     batch = prepare(model, inputs, labels, eps=eps, bounds=bounds, loss=loss,
                     targeted=targeted or target_classes is not None)
-    if start is not None and (not isinstance(start, Tensor) or start.shape != inputs.shape):
-        shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
-        raise ValueError(f"start must be a tensor of the inputs' shape {tuple(inputs.shape)}, got {shape}")
+    check_start(start, inputs)
     if batch is None:
         return inputs.detach().clone()
     plan = Plan(norm_name, steps, restarts, random_start, keep_best,

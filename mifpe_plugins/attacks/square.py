@@ -27,6 +27,7 @@ from ._common import (
     check_labels,
     check_logits,
     check_positive_int,
+    check_start,
     check_unit_interval,
     resolve_generator,
     warn_if_training,
@@ -107,9 +108,7 @@ def square(
     eps_t = check_eps(eps, inputs)
     check_positive_int(queries, "queries")
     check_unit_interval(p_init, "p_init")
-    if start is not None and (not isinstance(start, Tensor) or start.shape != inputs.shape):
-        shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
-        raise ValueError(f"start must be a tensor of the inputs' shape {tuple(inputs.shape)}, got {shape}")
+    check_start(start, inputs)
     if inputs.shape[0] == 0:
         return inputs.detach().clone()
     warn_if_training(model)
