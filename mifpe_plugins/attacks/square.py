@@ -147,15 +147,16 @@ def _search(model: Model, x0: Tensor, labels: Tensor, eps: Tensor, bounds: tuple
             index = index[margin[index] >= 0]  # one host sync per _SHRINK_EVERY queries
             if index.numel() == 0:
                 break
+            origin, radius, targets = x0[index], eps[index], labels[index]  # gathered once per shrink
         window = _random_windows(index.numel(), height, width, square_window_fraction(query, queries, p_init),
                                  generator, x0.device)
         signs = 2 * torch.randint(0, 2, (index.numel(), channels, 1, 1), generator=generator, device=x0.device) - 1
-        current, origin, radius = best[index], x0[index], eps[index]
+        current = best[index]
         candidate = torch.where(window, clip(origin + radius * signs, origin, radius), current)
         # A window already at these signs would waste the query: flip them instead.
         unchanged = (candidate == current).flatten(1).all(1).view(-1, 1, 1, 1)
         candidate = torch.where(window & unchanged, clip(origin - radius * signs, origin, radius), candidate)
-        new_margin = logit_margin(model(candidate), labels[index])
+        new_margin = logit_margin(model(candidate), targets)
         better = new_margin < margin[index]
         best[index] = torch.where(better.view(-1, 1, 1, 1), candidate, current)
         margin[index] = torch.where(better, new_margin, margin[index])
